@@ -1,0 +1,48 @@
+//! `/healthz` and `/metrics`.
+
+use std::sync::atomic::Ordering;
+
+use strata_shared::api::{Health, LoadErrorInfo, LoadProgressInfo};
+use warp::{Filter, Reply};
+use warp::filters::BoxedFilter;
+use warp::http::StatusCode;
+use warp::reply::Response;
+
+use super::{ApiResult, json_reply, route, with_daemon};
+use crate::daemon::Daemon;
+
+pub(super) fn routes(daemon: &Daemon) -> BoxedFilter<(Response,)> {
+    let healthz = warp::path!("healthz").and(warp::get()).and(with_daemon(daemon)).then(healthz);
+    let metrics = warp::path!("metrics").and(warp::get()).and(with_daemon(daemon)).map(metrics);
+    route(daemon, "GET", "/healthz", healthz).or(route(daemon, "GET", "/metrics", metrics)).unify().boxed()
+}
+
+async fn healthz(daemon: Daemon) -> ApiResult {
+    let store = daemon.blocking(|d| d.store().ping()).await?;
+    if let Err(e) = store {
+        let health = Health { status: "error".into(), errors: vec![], progress: None, error: Some(e.to_string()) };
+        return Ok(json_reply(StatusCode::SERVICE_UNAVAILABLE, &health));
+    }
+    let registry = daemon.registry();
+    let progress = registry.progress();
+    let progress = LoadProgressInfo {
+        total: progress.total.load(Ordering::Relaxed),
+        done: progress.done.load(Ordering::Relaxed),
+        compiled: progress.compiled.load(Ordering::Relaxed),
+    };
+    if !registry.is_loaded() {
+        let health = Health { status: "loading".into(), errors: vec![], progress: Some(progress), error: None };
+        return Ok(json_reply(StatusCode::OK, &health));
+    }
+    let mut errors = super::modules::load_errors(&daemon);
+    if let Some(message) = registry.document_error() {
+        errors.insert(0, LoadErrorInfo { strategy: String::new(), hash: None, message });
+    }
+    let status = if errors.is_empty() { "ok" } else { "degraded" };
+    Ok(json_reply(StatusCode::OK, &Health { status: status.into(), errors, progress: None, error: None }))
+}
+
+fn metrics(daemon: Daemon) -> ApiResult {
+    let body = daemon.metrics().render();
+    Ok(warp::reply::with_header(body, "content-type", "text/plain; version=0.0.4; charset=utf-8").into_response())
+}

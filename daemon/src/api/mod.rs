@@ -1,0 +1,119 @@
+//! The HTTP API (SPEC §3): routes, request decoding and the error envelope.
+//! Handlers live beside their domain: `modules` for the registry,
+//! `health` for `/healthz` and `/metrics`.
+
+mod error;
+mod health;
+mod modules;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::time::Instant;
+
+use bytes::{Buf, Bytes, BytesMut};
+use futures_util::{Stream, StreamExt};
+use serde::de::DeserializeOwned;
+use tokio::net::TcpListener;
+use warp::filters::BoxedFilter;
+use warp::reply::Response;
+use warp::{Filter, Rejection};
+
+use crate::daemon::Daemon;
+pub use error::ApiError;
+use error::PayloadTooLarge;
+
+/// Serves the API on `listener` until `shutdown` completes.
+pub async fn serve(daemon: Daemon, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) {
+    warp::serve(routes(daemon)).incoming(listener).graceful(shutdown).run().await;
+}
+
+/// Every route, with the error envelope for anything that matches none.
+pub fn routes(daemon: Daemon) -> BoxedFilter<(Response,)> {
+    health::routes(&daemon).or(modules::routes(&daemon)).unify().recover(error::recover).unify().boxed()
+}
+
+/// The result type of every handler.
+type ApiResult = Result<Response, ApiError>;
+
+/// Wraps a route so its duration is recorded under its template (never the
+/// raw path, which would make label cardinality unbounded).
+fn route<F>(daemon: &Daemon, method: &'static str, template: &'static str, filter: F) -> BoxedFilter<(Response,)>
+where
+    F: Filter<Extract = (ApiResult,), Error = Rejection> + Clone + Send + Sync + 'static,
+{
+    let histogram = daemon.metrics().http_request_duration.clone();
+    warp::any()
+        .map(Instant::now)
+        .and(filter)
+        .map(move |started: Instant, result: ApiResult| {
+            let response = result.unwrap_or_else(ApiError::into_response);
+            histogram
+                .with_label_values(&[method, template, response.status().as_str()])
+                .observe(started.elapsed().as_secs_f64());
+            response
+        })
+        .boxed()
+}
+
+/// Extracts a clone of the daemon handle.
+fn with_daemon(daemon: &Daemon) -> impl Filter<Extract = (Daemon,), Error = Infallible> + Clone + use<> {
+    let daemon = daemon.clone();
+    warp::any().map(move || daemon.clone())
+}
+
+/// The request body, refused with 413 past the configured cap whether or not
+/// the client sent a `Content-Length`.
+fn body(daemon: &Daemon) -> impl Filter<Extract = (Bytes,), Error = Rejection> + Clone + use<> {
+    let limit = daemon.config().max_body_bytes;
+    warp::header::optional::<u64>("content-length")
+        .and_then(move |length: Option<u64>| async move {
+            match length {
+                Some(length) if length > limit as u64 => Err(warp::reject::custom(PayloadTooLarge(limit))),
+                _ => Ok(()),
+            }
+        })
+        .untuple_one()
+        .and(warp::body::stream())
+        .and_then(move |stream| collect_limited(stream, limit))
+}
+
+async fn collect_limited<S, B>(stream: S, limit: usize) -> Result<Bytes, Rejection>
+where
+    S: Stream<Item = Result<B, warp::Error>>,
+    B: Buf,
+{
+    let mut stream = std::pin::pin!(stream);
+    let mut collected = BytesMut::new();
+    while let Some(chunk) = stream.next().await {
+        let mut chunk = chunk.map_err(|_| warp::reject::custom(PayloadTooLarge(limit)))?;
+        if collected.len() + chunk.remaining() > limit {
+            return Err(warp::reject::custom(PayloadTooLarge(limit)));
+        }
+        while chunk.has_remaining() {
+            let part = chunk.chunk();
+            collected.extend_from_slice(part);
+            let n = part.len();
+            chunk.advance(n);
+        }
+    }
+    Ok(collected.freeze())
+}
+
+/// Decodes a JSON body, answering 400 with serde's message on failure.
+fn json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+}
+
+/// Percent-decodes one path segment (warp hands them over raw).
+fn segment(raw: &str) -> Result<String, ApiError> {
+    percent_encoding::percent_decode_str(raw)
+        .decode_utf8()
+        .map(|s| s.into_owned())
+        .map_err(|_| ApiError::bad_request("path segment is not valid UTF-8"))
+}
+
+/// A JSON answer with a status.
+fn json_reply<T: serde::Serialize>(status: warp::http::StatusCode, value: &T) -> Response {
+    use warp::Reply;
+    warp::reply::with_status(warp::reply::json(value), status).into_response()
+}

@@ -1,0 +1,386 @@
+//! Registry endpoints: `/strategies`, `/strategies/modules…`,
+//! `/strategies/registry`.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use strata_shared::RevisionHash;
+use strata_shared::api::{
+    DEFAULT_LIMIT, DeleteResponse, LoadErrorInfo, MAX_LIMIT, ModuleSummary, ModulesPage, RegistryExport, RevisionInfo,
+    RevisionSummary, StrategyInfo, StrategyList, TagMoveRequest, TagResponse, UploadRequest, UploadResponse, UsageEntry,
+};
+use strata_shared::names;
+use strata_shared::selector::Selector;
+use warp::filters::BoxedFilter;
+use warp::http::StatusCode;
+use warp::reply::Response;
+use warp::{Filter, Reply};
+
+use super::{ApiError, ApiResult, body, json, json_reply, route, segment, with_daemon};
+use crate::daemon::Daemon;
+use crate::registry::{RegistryState, Revision, Strategy, Upload};
+
+pub(super) fn routes(daemon: &Daemon) -> BoxedFilter<(Response,)> {
+    let d = || with_daemon(daemon);
+    let list_strategies = warp::path!("strategies").and(warp::get()).and(d()).map(list_strategies);
+    let export = warp::path!("strategies" / "registry").and(warp::get())
+        .and(d())
+        .and(warp::query::<ExportQuery>())
+        .then(export_registry);
+    let list_modules =
+        warp::path!("strategies" / "modules").and(warp::get()).and(d()).and(warp::query::<ModulesQuery>()).map(list_modules);
+    let create = warp::path!("strategies" / "modules").and(warp::post()).and(d()).and(body(daemon)).then(
+        |daemon: Daemon, body: bytes::Bytes| async move { upload(daemon, None, body).await },
+    );
+    let upload_to = warp::path!("strategies" / "modules" / String).and(warp::put())
+        .and(d())
+        .and(body(daemon))
+        .then(|selector: String, daemon: Daemon, body: bytes::Bytes| async move { upload(daemon, Some(selector), body).await });
+    let get_module = warp::path!("strategies" / "modules" / String).and(warp::get()).and(d()).map(get_module);
+    let source = warp::path!("strategies" / "modules" / String / "source").and(warp::get()).and(d()).then(get_source);
+    let delete = warp::path!("strategies" / "modules" / String).and(warp::delete()).and(d()).then(delete_module);
+    let move_tag = warp::path!("strategies" / "modules" / String / "tags" / String).and(warp::put())
+        .and(d())
+        .and(body(daemon))
+        .then(move_tag);
+    let delete_tag = warp::path!("strategies" / "modules" / String / "tags" / String).and(warp::delete())
+        .and(d())
+        .and(warp::query::<DeleteTagQuery>())
+        .then(delete_tag);
+    let get_strategy = warp::path!("strategies" / String).and(warp::get()).and(d()).map(get_strategy);
+
+    route(daemon, "GET", "/strategies", list_strategies)
+        .or(route(daemon, "GET", "/strategies/registry", export))
+        .unify()
+        .or(route(daemon, "GET", "/strategies/modules", list_modules))
+        .unify()
+        .or(route(daemon, "POST", "/strategies/modules", create))
+        .unify()
+        .or(route(daemon, "PUT", "/strategies/modules/{selector}", upload_to))
+        .unify()
+        .or(route(daemon, "GET", "/strategies/modules/{selector}", get_module))
+        .unify()
+        .or(route(daemon, "GET", "/strategies/modules/{selector}/source", source))
+        .unify()
+        .or(route(daemon, "DELETE", "/strategies/modules/{selector}", delete))
+        .unify()
+        .or(route(daemon, "PUT", "/strategies/modules/{name}/tags/{tag}", move_tag))
+        .unify()
+        .or(route(daemon, "DELETE", "/strategies/modules/{name}/tags/{tag}", delete_tag))
+        .unify()
+        .or(route(daemon, "GET", "/strategies/{name}", get_strategy))
+        .unify()
+        .boxed()
+}
+
+/// Answers 503 while the first load runs: an empty registry would be a lie.
+fn ensure_loaded(daemon: &Daemon) -> Result<(), ApiError> {
+    if daemon.registry().is_loaded() {
+        Ok(())
+    } else {
+        Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the registry is still loading; see /healthz"))
+    }
+}
+
+fn validate_name(name: &str) -> Result<(), ApiError> {
+    names::validate_strategy_name(name).map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
+fn revision_info(strategy: &Strategy, revision: &Revision) -> RevisionInfo {
+    let tags = strategy.tags_of(&revision.hash);
+    RevisionInfo {
+        hash: revision.hash,
+        tag: revision.tag.clone(),
+        retired: tags.is_empty(),
+        tags,
+        path: revision.path.clone(),
+        size: revision.size,
+    }
+}
+
+fn tag_aliases(strategy: &Strategy) -> BTreeMap<String, RevisionHash> {
+    strategy.tags.iter().map(|(tag, hash)| (tag.clone(), *hash)).collect()
+}
+
+fn module_summary(name: &str, strategy: &Strategy, only: Option<RevisionHash>) -> ModuleSummary {
+    let revisions = strategy
+        .revisions
+        .values()
+        .filter(|rev| only.is_none_or(|hash| rev.hash == hash))
+        .map(|rev| revision_info(strategy, rev))
+        .collect();
+    ModuleSummary {
+        name: name.to_owned(),
+        tag_aliases: tag_aliases(strategy),
+        revisions,
+        metadata: strategy.latest().map(|rev| (*rev.metadata).clone()),
+        running: Vec::new(),
+        links: BTreeMap::from([("self".to_owned(), format!("/strategies/modules/{name}"))]),
+    }
+}
+
+fn strategy_info(name: &str, strategy: &Strategy) -> Option<StrategyInfo> {
+    let latest = strategy.latest()?;
+    Some(StrategyInfo {
+        name: name.to_owned(),
+        hash: latest.hash,
+        tag: latest.tag.clone(),
+        tag_aliases: tag_aliases(strategy),
+        revisions: strategy.revisions.len(),
+        metadata: (*latest.metadata).clone(),
+    })
+}
+
+fn list_strategies(daemon: Daemon) -> ApiResult {
+    ensure_loaded(&daemon)?;
+    let strategies = daemon.registry().read(|state| {
+        state.strategies().iter().filter_map(|(name, strategy)| strategy_info(name, strategy)).collect()
+    });
+    Ok(json_reply(StatusCode::OK, &StrategyList { strategies }))
+}
+
+fn get_strategy(name: String, daemon: Daemon) -> ApiResult {
+    ensure_loaded(&daemon)?;
+    let name = segment(&name)?;
+    validate_name(&name)?;
+    let info = daemon.registry().read(|state| state.strategy(&name).and_then(|s| strategy_info(&name, s)));
+    let info = info.ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("unknown strategy \"{name}\"")))?;
+    Ok(json_reply(StatusCode::OK, &info))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ModulesQuery {
+    strategy: Option<String>,
+    hash: Option<String>,
+    #[serde(default)]
+    running_only: bool,
+    limit: Option<usize>,
+    #[serde(default)]
+    offset: usize,
+}
+
+/// Clamps a requested page size into `1..=MAX_LIMIT`.
+pub(super) fn page_limit(limit: Option<usize>) -> usize {
+    limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT)
+}
+
+fn list_modules(daemon: Daemon, query: ModulesQuery) -> ApiResult {
+    ensure_loaded(&daemon)?;
+    let registry = daemon.registry();
+    let limit = page_limit(query.limit);
+    if let Some(name) = &query.strategy {
+        validate_name(name)?;
+    }
+    let by_hash = match &query.hash {
+        Some(text) => match registry.resolve(text) {
+            Ok(resolved) => Some(Some(resolved)),
+            Err(crate::registry::ResolveError::Invalid(m)) => return Err(ApiError::bad_request(m)),
+            Err(e @ crate::registry::ResolveError::Ambiguous { .. }) => return Err(e.into()),
+            Err(_) => Some(None),
+        },
+        None => None,
+    };
+    let page = registry.read(|state| {
+        // The usage index arrives with the runtime; until then nothing runs,
+        // so `runningOnly` matches nothing.
+        let running_only_matches = !query.running_only;
+        let single = |name: &str, only: Option<RevisionHash>| -> Vec<ModuleSummary> {
+            match state.strategy(name) {
+                Some(strategy) if running_only_matches => vec![module_summary(name, strategy, only)],
+                _ => Vec::new(),
+            }
+        };
+        let modules = match (&by_hash, &query.strategy) {
+            (Some(None), _) => Vec::new(),
+            (Some(Some(resolved)), Some(name)) if **name != *resolved.strategy => Vec::new(),
+            (Some(Some(resolved)), _) => single(&resolved.strategy, Some(resolved.hash)),
+            (None, Some(name)) => single(name, None),
+            (None, None) => return page_all(state, running_only_matches, query.offset, limit),
+        };
+        let total = modules.len();
+        let modules = modules.into_iter().skip(query.offset).take(limit).collect();
+        ModulesPage { modules, total, offset: query.offset, limit }
+    });
+    Ok(json_reply(StatusCode::OK, &page))
+}
+
+fn page_all(state: &RegistryState, include: bool, offset: usize, limit: usize) -> ModulesPage {
+    if !include {
+        return ModulesPage { modules: Vec::new(), total: 0, offset, limit };
+    }
+    let strategies = state.strategies();
+    let modules =
+        strategies.iter().skip(offset).take(limit).map(|(name, strategy)| module_summary(name, strategy, None)).collect();
+    ModulesPage { modules, total: strategies.len(), offset, limit }
+}
+
+fn get_module(selector: String, daemon: Daemon) -> ApiResult {
+    ensure_loaded(&daemon)?;
+    let selector = segment(&selector)?;
+    let registry = daemon.registry();
+    let revision = registry.revision(&selector)?;
+    let summary = registry.read(|state| {
+        let strategy = state.strategy(&revision.strategy)?;
+        let name = &revision.strategy;
+        let pinned = format!("{name}@{}", revision.hash);
+        Some(RevisionSummary {
+            selector: selector.clone(),
+            strategy: name.to_string(),
+            revision: revision_info(strategy, &revision),
+            metadata: (*revision.metadata).clone(),
+            links: BTreeMap::from([
+                ("self".to_owned(), format!("/strategies/modules/{pinned}")),
+                ("source".to_owned(), format!("/strategies/modules/{pinned}/source")),
+                ("usage".to_owned(), format!("/strategies/modules/{pinned}/usage")),
+                ("strategy".to_owned(), format!("/strategies/{name}")),
+            ]),
+        })
+    });
+    let summary = summary.ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("{selector} was just deleted")))?;
+    Ok(json_reply(StatusCode::OK, &summary))
+}
+
+async fn get_source(selector: String, daemon: Daemon) -> ApiResult {
+    ensure_loaded(&daemon)?;
+    let selector = segment(&selector)?;
+    let revision = daemon.registry().revision(&selector)?;
+    let bytes = daemon.blocking(move |d| d.registry().source(&revision)).await??;
+    Ok(warp::reply::with_header(bytes, "content-type", "application/javascript; charset=utf-8").into_response())
+}
+
+async fn upload(daemon: Daemon, selector: Option<String>, body: bytes::Bytes) -> ApiResult {
+    ensure_loaded(&daemon)?;
+    let request: UploadRequest = json(&body)?;
+    let (expected_strategy, path_tag) = match selector {
+        None => (None, None),
+        Some(raw) => match Selector::parse(&segment(&raw)?).map_err(|e| ApiError::bad_request(e.to_string()))? {
+            Selector::Name { strategy } => (Some(strategy), None),
+            Selector::Tag { strategy, tag } => (Some(strategy), Some(tag)),
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "upload to a strategy name or name:tag, not to {other} (a revision is named by its bytes)"
+                )));
+            }
+        },
+    };
+    let upload = Upload {
+        source: request.source,
+        tag: request.tag.or(path_tag),
+        aliases: request.aliases,
+        promote_latest: request.promote_latest.unwrap_or(true),
+        expected_strategy,
+    };
+    let uploaded = daemon.blocking(move |d| d.registry().upload(upload)).await??;
+    let status = if uploaded.created { StatusCode::CREATED } else { StatusCode::OK };
+    let response =
+        UploadResponse { name: uploaded.strategy, hash: uploaded.hash, tag: uploaded.tag, created: uploaded.created };
+    Ok(json_reply(status, &response))
+}
+
+async fn delete_module(selector: String, daemon: Daemon) -> ApiResult {
+    ensure_loaded(&daemon)?;
+    let selector = segment(&selector)?;
+    // No instance can reference a revision until the runtime exists; the guard
+    // is where the usage check plugs in.
+    let deleted = daemon.blocking(move |d| d.registry().delete(&selector, |_, _| Ok(()))).await??;
+    let response =
+        DeleteResponse { strategy: deleted.strategy, deleted: deleted.hashes, strategy_deleted: deleted.strategy_deleted };
+    Ok(json_reply(StatusCode::OK, &response))
+}
+
+async fn move_tag(name: String, tag: String, daemon: Daemon, body: bytes::Bytes) -> ApiResult {
+    ensure_loaded(&daemon)?;
+    let (name, tag) = (segment(&name)?, segment(&tag)?);
+    let request: TagMoveRequest = json(&body)?;
+    let changed = daemon.blocking(move |d| d.registry().move_tag(&name, &tag, &request.hash)).await??;
+    let response =
+        TagResponse { strategy: changed.strategy, tag: changed.tag, hash: changed.hash, previous_hash: changed.previous_hash };
+    Ok(json_reply(StatusCode::OK, &response))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct DeleteTagQuery {
+    #[serde(default)]
+    allow_orphan: bool,
+}
+
+async fn delete_tag(name: String, tag: String, daemon: Daemon, query: DeleteTagQuery) -> ApiResult {
+    ensure_loaded(&daemon)?;
+    let (name, tag) = (segment(&name)?, segment(&tag)?);
+    let changed = daemon.blocking(move |d| d.registry().delete_tag(&name, &tag, query.allow_orphan)).await??;
+    let response =
+        TagResponse { strategy: changed.strategy, tag: changed.tag, hash: changed.hash, previous_hash: changed.previous_hash };
+    Ok(json_reply(StatusCode::OK, &response))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExportQuery {
+    format: Option<String>,
+}
+
+/// Load errors in API form.
+pub(super) fn load_errors(daemon: &Daemon) -> Vec<LoadErrorInfo> {
+    daemon.registry().read(|state| {
+        state
+            .errors()
+            .map(|e| LoadErrorInfo { strategy: e.strategy.clone(), hash: e.hash.clone(), message: e.message.clone() })
+            .collect()
+    })
+}
+
+fn usage_entries(state: &RegistryState) -> Vec<UsageEntry> {
+    state
+        .strategies()
+        .iter()
+        .flat_map(|(name, strategy)| {
+            strategy.revisions.values().map(move |rev| UsageEntry {
+                strategy: name.to_string(),
+                hash: rev.hash,
+                count: 0,
+                instances: Vec::new(),
+                first_seen: None,
+                last_seen: None,
+                retired: strategy.tags_of(&rev.hash).is_empty(),
+            })
+        })
+        .collect()
+}
+
+async fn export_registry(daemon: Daemon, query: ExportQuery) -> ApiResult {
+    ensure_loaded(&daemon)?;
+    match query.format.as_deref() {
+        None | Some("json") => {
+            let registry = daemon.blocking(|d| d.registry().document()).await?;
+            let usage = daemon.registry().read(usage_entries);
+            let export = RegistryExport { registry, usage, errors: load_errors(&daemon) };
+            Ok(json_reply(StatusCode::OK, &export))
+        }
+        Some("csv") => {
+            let csv = daemon.registry().read(|state| {
+                let mut out = String::from("strategy,hash,tags,count,firstSeen,lastSeen,retired\n");
+                for entry in usage_entries(state) {
+                    let tags = state.strategy(&entry.strategy).map(|s| s.tags_of(&entry.hash).join(";")).unwrap_or_default();
+                    let time = |t: Option<time::OffsetDateTime>| {
+                        t.and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok()).unwrap_or_default()
+                    };
+                    out.push_str(&format!(
+                        "{},{},{},{},{},{},{}\n",
+                        entry.strategy,
+                        entry.hash,
+                        tags,
+                        entry.count,
+                        time(entry.first_seen),
+                        time(entry.last_seen),
+                        entry.retired
+                    ));
+                }
+                out
+            });
+            Ok(warp::reply::with_header(csv, "content-type", "text/csv; charset=utf-8").into_response())
+        }
+        Some(other) => Err(ApiError::bad_request(format!("unknown format \"{other}\"; use json or csv"))),
+    }
+}

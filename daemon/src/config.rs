@@ -1,0 +1,136 @@
+//! Daemon configuration: a TOML file, overridden by command-line flags.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::js::JsLimits;
+
+/// Default listen address: loopback only.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8880";
+
+/// Everything `stratad` can be configured with. Every field has a default,
+/// so an empty file (or none) is a valid configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "snake_case")]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// The strategies directory (`registry.json` and revision files).
+    pub strategies_dir: PathBuf,
+    /// Where the SQLite database lives; defaults to `data` beside the strategies directory.
+    pub data_dir: Option<PathBuf>,
+    /// Seed empty directories with the bundled example strategies.
+    pub demo: bool,
+    /// Largest request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Entries in each selector-resolution cache.
+    pub resolver_cache_capacity: usize,
+    /// Threads that verify and compile revisions while loading (default: one per core).
+    pub load_threads: Option<usize>,
+    /// Sandbox limits for JavaScript.
+    pub js: JsConfig,
+}
+
+/// JavaScript sandbox limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "snake_case")]
+pub struct JsConfig {
+    /// Heap cap per runtime, in MiB.
+    pub memory_limit_mib: usize,
+    /// CPU budget per call, in milliseconds.
+    pub cpu_budget_ms: u64,
+    /// Native stack cap per runtime, in KiB.
+    pub stack_limit_kib: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: DEFAULT_LISTEN.parse().expect("valid default address"),
+            strategies_dir: PathBuf::from("strategies"),
+            data_dir: None,
+            demo: false,
+            max_body_bytes: strata_shared::api::MAX_BODY_BYTES,
+            resolver_cache_capacity: 100_000,
+            load_threads: None,
+            js: JsConfig::default(),
+        }
+    }
+}
+
+impl Default for JsConfig {
+    fn default() -> Self {
+        let limits = JsLimits::default();
+        Self {
+            memory_limit_mib: limits.memory_bytes / (1024 * 1024),
+            cpu_budget_ms: limits.cpu_budget.as_millis() as u64,
+            stack_limit_kib: limits.stack_bytes / 1024,
+        }
+    }
+}
+
+/// A configuration file that could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid configuration.
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: Box<toml::de::Error>,
+    },
+}
+
+impl Config {
+    /// Reads a TOML configuration file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.into(), source: Box::new(source) })
+    }
+
+    /// The data directory, defaulting to `data` beside the strategies directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.data_dir.clone().unwrap_or_else(|| {
+            let parent = self.strategies_dir.parent().filter(|p| !p.as_os_str().is_empty());
+            parent.unwrap_or(Path::new(".")).join("data")
+        })
+    }
+
+    /// The sandbox limits as the JS engine takes them.
+    pub fn js_limits(&self) -> JsLimits {
+        JsLimits {
+            memory_bytes: self.js.memory_limit_mib * 1024 * 1024,
+            stack_bytes: self.js.stack_limit_kib * 1024,
+            cpu_budget: Duration::from_millis(self.js.cpu_budget_ms),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_the_default_and_unknown_keys_are_rejected() {
+        let config: Config = toml::from_str("").unwrap();
+        assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(config.data_dir(), PathBuf::from("./data"));
+        assert!(toml::from_str::<Config>("listn = \"x\"").is_err());
+        let config: Config =
+            toml::from_str("strategies_dir = \"/srv/strata/strategies\"\n[js]\ncpu_budget_ms = 100").unwrap();
+        assert_eq!(config.data_dir(), PathBuf::from("/srv/strata/data"));
+        assert_eq!(config.js_limits().cpu_budget, Duration::from_millis(100));
+    }
+}

@@ -1,0 +1,169 @@
+//! The daemon handle and its start-up order.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::registry::{Registry, RegistryOptions};
+use crate::store::{Store, StoreError};
+use crate::{api, demo};
+
+/// A cheap-to-clone handle on the running daemon's state. Everything the API
+/// needs goes through its methods; none of them hands out a lock.
+#[derive(Debug, Clone)]
+pub struct Daemon {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: Config,
+    metrics: Metrics,
+    store: Arc<Store>,
+    registry: Registry,
+}
+
+impl Daemon {
+    /// The configuration it started with.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// Prometheus metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// The SQLite store.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// The strategy registry.
+    pub fn registry(&self) -> &Registry {
+        &self.inner.registry
+    }
+
+    /// Runs synchronous work (file I/O, fsync, SQLite, QuickJS) on the
+    /// blocking pool, so it never stalls the async workers.
+    pub async fn blocking<R: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Daemon) -> R + Send + 'static,
+    ) -> Result<R, tokio::task::JoinError> {
+        let daemon = self.clone();
+        tokio::task::spawn_blocking(move || work(&daemon)).await
+    }
+}
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BootError {
+    /// A directory could not be created.
+    #[error("cannot create {path}: {source}")]
+    CreateDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The database could not be opened.
+    #[error("cannot open the database: {0}")]
+    Store(#[from] StoreError),
+    /// The listener's address could not be read.
+    #[error("listener has no local address: {0}")]
+    Listener(std::io::Error),
+}
+
+/// A started daemon: its handle, its address, and what stops it.
+#[derive(Debug)]
+pub struct Running {
+    /// The daemon handle.
+    pub daemon: Daemon,
+    /// The address it serves on.
+    pub addr: SocketAddr,
+    shutdown: oneshot::Sender<()>,
+    server: JoinHandle<()>,
+    loader: JoinHandle<()>,
+}
+
+impl Running {
+    /// Waits until the first registry load (and demo seeding) has finished.
+    pub async fn wait_loaded(&mut self) {
+        let _ = (&mut self.loader).await;
+    }
+
+    /// Stops accepting connections, finishes in-flight requests and returns.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(());
+        let _ = (&mut self.loader).await;
+        let _ = self.server.await;
+    }
+
+    /// Serves until `signal` completes, then shuts down gracefully.
+    pub async fn run_until(self, signal: impl std::future::Future<Output = ()>) {
+        signal.await;
+        tracing::info!("shutting down");
+        self.shutdown().await;
+    }
+}
+
+/// Starts the daemon on `listener`. The start-up order, top to bottom:
+/// directories, database, metrics, registry, HTTP server, then the registry
+/// load in the background (so `/healthz` can report its progress), then the
+/// demo seed when asked for.
+pub async fn boot(config: Config, listener: TcpListener) -> Result<Running, BootError> {
+    let data_dir = config.data_dir();
+    for dir in [&config.strategies_dir, &data_dir] {
+        std::fs::create_dir_all(dir).map_err(|source| BootError::CreateDir { path: dir.clone(), source })?;
+    }
+    let store = Arc::new(Store::open(&data_dir)?);
+    let metrics = Metrics::new();
+    let registry = Registry::new(
+        RegistryOptions {
+            root: config.strategies_dir.clone(),
+            js_limits: config.js_limits(),
+            resolver_cache_capacity: std::num::NonZeroUsize::new(config.resolver_cache_capacity.max(1))
+                .expect("capacity is at least one"),
+            load_threads: config
+                .load_threads
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
+        },
+        store.clone(),
+        metrics.clone(),
+    );
+    let daemon = Daemon { inner: Arc::new(Inner { config, metrics, store, registry }) };
+
+    let addr = listener.local_addr().map_err(BootError::Listener)?;
+    let (shutdown, stop) = oneshot::channel::<()>();
+    let server = tokio::spawn(api::serve(daemon.clone(), listener, async {
+        let _ = stop.await;
+    }));
+    tracing::info!(%addr, "listening");
+
+    let loader = tokio::spawn({
+        let daemon = daemon.clone();
+        async move {
+            let loaded = daemon.blocking(|d| d.registry().load()).await;
+            match loaded {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "registry load failed"),
+                Err(e) => tracing::error!(error = %e, "registry load panicked"),
+            }
+            if daemon.config().demo {
+                match daemon.blocking(|d| demo::seed(d.registry())).await {
+                    Ok(Ok(seeded)) if seeded > 0 => tracing::info!(revisions = seeded, "demo strategies seeded"),
+                    Ok(Ok(_)) => tracing::info!("registry not empty; demo seed skipped"),
+                    Ok(Err(e)) => tracing::error!(error = %e, "demo seed failed"),
+                    Err(e) => tracing::error!(error = %e, "demo seed panicked"),
+                }
+            }
+        }
+    });
+    Ok(Running { daemon, addr, shutdown, server, loader })
+}

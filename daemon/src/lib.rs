@@ -1,0 +1,21 @@
+//! `stratad`: hosts versioned JavaScript trading strategies.
+//!
+//! Start-up order lives in [`daemon::boot`]; the crate is split by domain:
+//! - [`registry`]: the content-addressed registry (`registry.json`, revision
+//!   files, selector resolution);
+//! - [`js`]: evaluating strategy modules in QuickJS;
+//! - [`store`]: durable state in SQLite;
+//! - [`api`]: the HTTP API;
+//! - [`metrics`]: Prometheus metrics.
+
+pub mod api;
+pub mod config;
+pub mod daemon;
+pub mod demo;
+pub mod js;
+pub mod metrics;
+pub mod registry;
+pub mod store;
+
+pub use config::Config;
+pub use daemon::{BootError, Daemon, Running, boot};

@@ -1,0 +1,73 @@
+//! Prometheus metrics. Each daemon owns its own `prometheus::Registry`, so
+//! several daemons in one process (as in tests) never share counters.
+
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounter, IntGauge, Registry, TextEncoder};
+
+use crate::registry::resolver::CacheCounters;
+
+/// Every metric the daemon exports.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// Modules evaluated in QuickJS to extract their metadata.
+    pub module_compilations: IntCounter,
+    /// Revisions currently loaded.
+    pub revisions_loaded: IntGauge,
+    /// Registry entries that failed to load.
+    pub registry_load_errors: IntGauge,
+    /// Resolver cache hits and misses.
+    pub resolver_cache: CacheCounters,
+    /// HTTP request duration by method and route template.
+    pub http_request_duration: HistogramVec,
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let module_compilations = IntCounter::new(
+            "strata_module_compilations_total",
+            "Strategy modules evaluated in QuickJS to extract metadata (cache misses by hash).",
+        )
+        .expect("valid metric");
+        let revisions_loaded =
+            IntGauge::new("strata_registry_revisions", "Revisions currently loaded in the registry.").expect("valid metric");
+        let registry_load_errors =
+            IntGauge::new("strata_registry_load_errors", "Registry entries that failed to load.").expect("valid metric");
+        let resolver_cache = CacheCounters {
+            hits: IntCounter::new("strata_resolver_cache_hits_total", "Selector resolutions answered from the LRU cache.")
+                .expect("valid metric"),
+            misses: IntCounter::new("strata_resolver_cache_misses_total", "Selector resolutions computed from the registry.")
+                .expect("valid metric"),
+        };
+        let http_request_duration = HistogramVec::new(
+            HistogramOpts::new("strata_http_request_duration_seconds", "HTTP request duration by route template."),
+            &["method", "route", "status"],
+        )
+        .expect("valid metric");
+        for collector in [
+            Box::new(module_compilations.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(revisions_loaded.clone()),
+            Box::new(registry_load_errors.clone()),
+            Box::new(resolver_cache.hits.clone()),
+            Box::new(resolver_cache.misses.clone()),
+            Box::new(http_request_duration.clone()),
+        ] {
+            registry.register(collector).expect("metric registered once");
+        }
+        Self { registry, module_compilations, revisions_loaded, registry_load_errors, resolver_cache, http_request_duration }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut buffer).expect("text encoding never fails");
+        String::from_utf8(buffer).expect("prometheus text is UTF-8")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,544 @@
+//! The content-addressed registry of strategy revisions.
+//!
+//! [`Registry`] owns three things and keeps them consistent:
+//! - the raw `registry.json` document, changed only by one writer at a time
+//!   (the `writer` mutex, held across the durable write and never across an
+//!   `.await`: every mutating method is synchronous and runs on the blocking
+//!   pool);
+//! - the in-memory [`RegistryState`] built from it, behind a short-lived
+//!   read/write lock;
+//! - the resolver cache, evicted in the same write-locked section that
+//!   changes the state, so a reader never sees a stale answer.
+//!
+//! Compiled metadata depends only on a revision's bytes, so it is cached by
+//! hash (in memory and in SQLite): a reload compiles only hashes it has never
+//! seen.
+
+pub mod file;
+mod load;
+pub mod resolver;
+pub mod state;
+
+use std::collections::HashMap;
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use parking_lot::{Mutex, RwLock};
+use strata_shared::metadata::{Diagnostic, ModuleMetadata};
+use strata_shared::names::{self, LATEST_TAG};
+use strata_shared::{RevisionHash, Selector};
+
+use crate::js::{self, JsLimits};
+use crate::metrics::Metrics;
+use crate::store::{Store, StoreError};
+use file::{REGISTRY_FILE, RegistryDoc, RevisionDoc, StrategyDoc};
+use resolver::ResolverCache;
+pub use state::{Change, LoadError, RegistryState, ResolveError, Resolved, Revision, Strategy};
+
+/// Why a registry operation failed; the API maps each to a status code.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// Malformed input (400).
+    #[error("{0}")]
+    BadRequest(String),
+    /// Something named does not exist (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// The operation conflicts with the current state (409).
+    #[error("{0}")]
+    Conflict(String),
+    /// The module failed validation (422).
+    #[error("{message}")]
+    Validation {
+        /// Summary of the first problem.
+        message: String,
+        /// Every problem found.
+        diagnostics: Vec<Diagnostic>,
+    },
+    /// The registry cannot be changed right now (503).
+    #[error("{0}")]
+    Unavailable(String),
+    /// A selector did not resolve.
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
+    /// Reading or writing the strategies directory failed (500).
+    #[error("strategies directory I/O failed: {0}")]
+    Io(String),
+    /// The database failed (503).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Options of the registry.
+#[derive(Debug, Clone)]
+pub struct RegistryOptions {
+    /// The strategies directory.
+    pub root: PathBuf,
+    /// Limits applied while evaluating modules for their metadata.
+    pub js_limits: JsLimits,
+    /// Entries in each resolver cache.
+    pub resolver_cache_capacity: NonZeroUsize,
+    /// Threads used to verify and compile revisions during a load.
+    pub load_threads: usize,
+}
+
+/// Progress of a (re)load, reported by `/healthz` while it runs.
+#[derive(Debug, Default)]
+pub struct LoadProgress {
+    /// Revisions to verify in this load.
+    pub total: AtomicU64,
+    /// Revisions verified so far.
+    pub done: AtomicU64,
+    /// Revisions compiled so far (the rest came from the metadata cache).
+    pub compiled: AtomicU64,
+}
+
+/// What a finished load did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadReport {
+    /// Strategies loaded.
+    pub strategies: usize,
+    /// Revisions loaded.
+    pub revisions: usize,
+    /// Revisions that had to be compiled.
+    pub compiled: u64,
+    /// Entries that failed.
+    pub errors: usize,
+}
+
+/// A module upload.
+#[derive(Debug, Clone, Default)]
+pub struct Upload {
+    /// The module's JavaScript source.
+    pub source: String,
+    /// Tag to give it (overrides `metadata.tag`).
+    pub tag: Option<String>,
+    /// Further tags to point at it.
+    pub aliases: Vec<String>,
+    /// Whether `latest` moves to it (default true).
+    pub promote_latest: bool,
+    /// The strategy the upload must belong to (for `PUT .../{selector}`).
+    pub expected_strategy: Option<String>,
+}
+
+/// Result of an upload.
+#[derive(Debug, Clone)]
+pub struct Uploaded {
+    /// The strategy.
+    pub strategy: String,
+    /// The revision's hash.
+    pub hash: RevisionHash,
+    /// The tag given by this upload.
+    pub tag: String,
+    /// False when identical bytes were already registered.
+    pub created: bool,
+}
+
+/// Result of a tag move or deletion.
+#[derive(Debug, Clone)]
+pub struct TagChanged {
+    /// The strategy.
+    pub strategy: String,
+    /// The tag.
+    pub tag: String,
+    /// Where it points now (`None` once deleted).
+    pub hash: Option<RevisionHash>,
+    /// Where it pointed before (`None` if it is new).
+    pub previous_hash: Option<RevisionHash>,
+}
+
+/// Result of a deletion.
+#[derive(Debug, Clone)]
+pub struct Deleted {
+    /// The strategy concerned.
+    pub strategy: String,
+    /// The revisions removed.
+    pub hashes: Vec<RevisionHash>,
+    /// Whether the whole strategy is gone.
+    pub strategy_deleted: bool,
+}
+
+/// The writer's view of `registry.json`.
+#[derive(Debug)]
+struct DocState {
+    /// The document as last read or written; `None` while the file is unreadable.
+    doc: Option<RegistryDoc>,
+    /// SHA-256 of the bytes last read or written, to notice hand edits.
+    fingerprint: Option<RevisionHash>,
+    /// Why the file could not be read, if it could not.
+    unreadable: Option<String>,
+}
+
+/// The registry handle. Cheap to share: wrap in an `Arc`.
+#[derive(Debug)]
+pub struct Registry {
+    options: RegistryOptions,
+    state: RwLock<RegistryState>,
+    cache: ResolverCache,
+    writer: Mutex<DocState>,
+    metadata: Mutex<HashMap<RevisionHash, Arc<ModuleMetadata>>>,
+    store: Arc<Store>,
+    metrics: Metrics,
+    progress: LoadProgress,
+    loaded: AtomicBool,
+}
+
+impl Registry {
+    /// A registry over `options.root`, empty until [`Registry::load`] runs.
+    pub fn new(options: RegistryOptions, store: Arc<Store>, metrics: Metrics) -> Self {
+        let cache = ResolverCache::new(options.resolver_cache_capacity, metrics.resolver_cache.clone());
+        Self {
+            options,
+            state: RwLock::new(RegistryState::default()),
+            cache,
+            writer: Mutex::new(DocState { doc: None, fingerprint: None, unreadable: None }),
+            metadata: Mutex::new(HashMap::new()),
+            store,
+            metrics,
+            progress: LoadProgress::default(),
+            loaded: AtomicBool::new(false),
+        }
+    }
+
+    /// The strategies directory.
+    pub fn root(&self) -> &Path {
+        &self.options.root
+    }
+
+    /// Whether the first load has finished.
+    pub fn is_loaded(&self) -> bool {
+        self.loaded.load(Ordering::Acquire)
+    }
+
+    /// Progress of the running (or last) load.
+    pub fn progress(&self) -> &LoadProgress {
+        &self.progress
+    }
+
+    /// Runs `f` on a consistent view of the registry. Keep `f` short: it
+    /// holds the read lock.
+    pub fn read<R>(&self, f: impl FnOnce(&RegistryState) -> R) -> R {
+        f(&self.state.read())
+    }
+
+    /// Why `registry.json` itself could not be read, if it could not.
+    pub fn document_error(&self) -> Option<String> {
+        self.writer.lock().unreadable.clone()
+    }
+
+    /// Resolves selector text to a revision, through the cache.
+    pub fn resolve(&self, text: &str) -> Result<Resolved, ResolveError> {
+        if let Some(hit) = self.cache.lookup(text) {
+            return Ok(hit);
+        }
+        let selector = Selector::parse(text).map_err(|e| ResolveError::Invalid(e.to_string()))?;
+        self.resolve_selector(&selector)
+    }
+
+    /// Resolves a parsed selector, through the cache.
+    pub fn resolve_selector(&self, selector: &Selector) -> Result<Resolved, ResolveError> {
+        let state = self.state.read();
+        self.cache.resolve_and_store(&state, selector)
+    }
+
+    /// Resolves selector text and returns the revision itself.
+    pub fn revision(&self, text: &str) -> Result<Arc<Revision>, ResolveError> {
+        let resolved = self.resolve(text)?;
+        self.read(|state| state.revision(&resolved.hash).cloned()).ok_or_else(|| ResolveError::UnknownRevision {
+            hash: resolved.hash.to_string(),
+            within: Some(resolved.strategy.to_string()),
+        })
+    }
+
+    /// Reads the exact bytes of a loaded revision.
+    pub fn source(&self, revision: &Revision) -> Result<Vec<u8>, RegistryError> {
+        let bytes = std::fs::read(self.options.root.join(&revision.path))
+            .map_err(|e| RegistryError::Io(format!("cannot read {}: {}", revision.path, e.kind())))?;
+        if RevisionHash::of(&bytes) != revision.hash {
+            return Err(RegistryError::Io(format!("{} no longer matches its hash", revision.path)));
+        }
+        Ok(bytes)
+    }
+
+    /// (Re)reads `registry.json` and brings the in-memory registry in line
+    /// with it, compiling only hashes never seen before.
+    pub fn load(&self) -> Result<LoadReport, RegistryError> {
+        if !self.is_loaded() {
+            let cached = self.store.load_metadata()?;
+            self.metadata.lock().extend(cached);
+        }
+        let mut writer = self.writer.lock();
+        let report = self.reload_locked(&mut writer)?;
+        self.loaded.store(true, Ordering::Release);
+        Ok(report)
+    }
+
+    /// Reads the document and rebuilds every strategy. Caller holds the writer lock.
+    fn reload_locked(&self, writer: &mut DocState) -> Result<LoadReport, RegistryError> {
+        let path = self.options.root.join(REGISTRY_FILE);
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(RegistryError::Io(format!("cannot read {REGISTRY_FILE}: {}", e.kind()))),
+        };
+        let fingerprint = RevisionHash::of(&bytes);
+        let doc = match file::parse_doc(&bytes) {
+            Ok(doc) => doc,
+            Err(e) => {
+                // Keep serving what is loaded; refuse writes until the file is fixed,
+                // so a broken file is never overwritten with a partial registry.
+                let message = format!("{REGISTRY_FILE} is not valid JSON: {e}");
+                tracing::error!("{message}");
+                *writer = DocState { doc: None, fingerprint: Some(fingerprint), unreadable: Some(message) };
+                self.refresh_gauges();
+                return Err(RegistryError::Unavailable(writer.unreadable.clone().unwrap_or_default()));
+            }
+        };
+        let report = load::rebuild_all(self, &doc);
+        *writer = DocState { doc: Some(doc), fingerprint: Some(fingerprint), unreadable: None };
+        self.refresh_gauges();
+        Ok(report)
+    }
+
+    fn refresh_gauges(&self) {
+        let (revisions, errors) = self.read(|s| (s.revision_count(), s.errors().count()));
+        let unreadable = usize::from(self.writer.try_lock().is_some_and(|w| w.unreadable.is_some()));
+        self.metrics.revisions_loaded.set(revisions as i64);
+        self.metrics.registry_load_errors.set((errors + unreadable) as i64);
+    }
+
+    /// Takes the writer lock and makes sure the document in memory is the
+    /// one on disk (an operator may have edited it by hand).
+    fn lock_writer(&self) -> Result<parking_lot::MutexGuard<'_, DocState>, RegistryError> {
+        if !self.is_loaded() {
+            return Err(RegistryError::Unavailable("the registry is still loading".into()));
+        }
+        let mut writer = self.writer.lock();
+        let on_disk = std::fs::read(self.options.root.join(REGISTRY_FILE)).ok().map(|b| RevisionHash::of(&b));
+        if on_disk != writer.fingerprint && !(on_disk.is_none() && writer.doc.as_ref().is_some_and(|d| d.is_empty())) {
+            tracing::info!("{REGISTRY_FILE} changed on disk; reloading before writing");
+            self.reload_locked(&mut writer)?;
+        }
+        if let Some(reason) = &writer.unreadable {
+            return Err(RegistryError::Unavailable(reason.clone()));
+        }
+        Ok(writer)
+    }
+
+    /// Writes the new document durably, then swaps in the rebuilt strategy.
+    fn commit(&self, writer: &mut DocState, mut doc: RegistryDoc, strategy: &str, entry: Option<StrategyDoc>) -> Result<(), RegistryError> {
+        match &entry {
+            Some(entry) => {
+                doc.insert(strategy.to_owned(), entry.to_value());
+            }
+            None => {
+                doc.shift_remove(strategy);
+            }
+        }
+        let bytes = file::render_doc(&doc);
+        file::write_atomic(&self.options.root.join(REGISTRY_FILE), &bytes)
+            .map_err(|e| RegistryError::Io(format!("cannot write {REGISTRY_FILE}: {}", e.kind())))?;
+        writer.doc = Some(doc);
+        writer.fingerprint = Some(RevisionHash::of(&bytes));
+        load::rebuild_one(self, strategy, entry.as_ref());
+        self.refresh_gauges();
+        Ok(())
+    }
+
+    /// Swaps one strategy into the state and evicts what changed.
+    fn install(&self, strategy: &str, next: Option<Strategy>, errors: Vec<LoadError>) -> Vec<Change> {
+        let mut state = self.state.write();
+        let changes = state.replace_strategy(strategy, next, errors);
+        self.cache.invalidate(&changes);
+        changes
+    }
+
+    /// The current entry of `strategy` in the document (default when absent).
+    fn entry(doc: &RegistryDoc, strategy: &str) -> Result<Option<StrategyDoc>, RegistryError> {
+        doc.get(strategy)
+            .map(|value| {
+                StrategyDoc::from_value(value).map_err(|e| {
+                    RegistryError::Conflict(format!(
+                        "the {REGISTRY_FILE} entry of \"{strategy}\" is malformed ({e}); fix it by hand first"
+                    ))
+                })
+            })
+            .transpose()
+    }
+
+    /// Validates and compiles a module (or finds its metadata by hash).
+    pub fn inspect(&self, source: &[u8]) -> Result<(RevisionHash, Arc<ModuleMetadata>), RegistryError> {
+        let hash = RevisionHash::of(source);
+        if let Some(metadata) = self.metadata.lock().get(&hash).cloned() {
+            return Ok((hash, metadata));
+        }
+        self.metrics.module_compilations.inc();
+        match js::inspect_module(source, &self.options.js_limits) {
+            Ok(metadata) => Ok((hash, Arc::new(metadata))),
+            Err(diagnostics) => Err(RegistryError::Validation {
+                message: diagnostics.first().map(|d| d.message.clone()).unwrap_or_else(|| "invalid module".into()),
+                diagnostics,
+            }),
+        }
+    }
+
+    /// Adds a revision (or re-tags identical bytes) and moves its tags.
+    pub fn upload(&self, upload: Upload) -> Result<Uploaded, RegistryError> {
+        let tag_error = |e: names::NameError| RegistryError::BadRequest(e.to_string());
+        if let Some(tag) = &upload.tag {
+            names::validate_tag(tag).map_err(tag_error)?;
+        }
+        for alias in &upload.aliases {
+            names::validate_tag(alias).map_err(tag_error)?;
+        }
+        let (hash, metadata) = self.inspect(upload.source.as_bytes())?;
+        let strategy = metadata.name.clone();
+        if let Some(expected) = &upload.expected_strategy
+            && expected != &strategy
+        {
+            return Err(RegistryError::Validation {
+                message: format!("module is named \"{strategy}\" but was uploaded to \"{expected}\""),
+                diagnostics: vec![Diagnostic {
+                    stage: strata_shared::metadata::DiagnosticStage::Validation,
+                    message: format!("metadata.name must be \"{expected}\""),
+                    line: None,
+                    column: None,
+                    hint: Some("metadata.name".into()),
+                }],
+            });
+        }
+        let tag = upload.tag.clone().or_else(|| metadata.tag.clone()).ok_or_else(|| {
+            RegistryError::BadRequest("a tag is required: give \"tag\" in the request or metadata.tag in the module".into())
+        })?;
+
+        let mut writer = self.lock_writer()?;
+        let doc = writer.doc.clone().unwrap_or_default();
+        let mut entry = Self::entry(&doc, &strategy)?.unwrap_or_default();
+        let key = hash.to_string();
+        let created = !entry.hashes.contains_key(&key);
+        if created {
+            file::write_revision(&self.options.root, &strategy, &hash, upload.source.as_bytes())
+                .map_err(|e| RegistryError::Io(format!("cannot write revision of {strategy}: {}", e.kind())))?;
+            entry.hashes.insert(key.clone(), RevisionDoc { tag: tag.clone(), path: file::revision_path(&strategy, &hash) });
+        }
+        for alias in std::iter::once(&tag).chain(&upload.aliases) {
+            entry.tags.insert(alias.clone(), key.clone());
+        }
+        if upload.promote_latest || !entry.tags.contains_key(LATEST_TAG) {
+            entry.tags.insert(LATEST_TAG.to_owned(), key);
+        }
+        if !self.store.metadata(&hash)?.is_some() {
+            self.store.save_metadata([(&hash, metadata.as_ref())])?;
+        }
+        self.metadata.lock().insert(hash, metadata);
+        self.commit(&mut writer, doc, &strategy, Some(entry))?;
+        Ok(Uploaded { strategy, hash, tag, created })
+    }
+
+    /// Points `tag` of `strategy` at the revision `target` resolves to.
+    pub fn move_tag(&self, strategy: &str, tag: &str, target: &str) -> Result<TagChanged, RegistryError> {
+        names::validate_strategy_name(strategy).map_err(|e| RegistryError::BadRequest(e.to_string()))?;
+        names::validate_tag(tag).map_err(|e| RegistryError::BadRequest(e.to_string()))?;
+        let mut writer = self.lock_writer()?;
+        let doc = writer.doc.clone().unwrap_or_default();
+        let mut entry = Self::entry(&doc, strategy)?.ok_or_else(|| ResolveError::UnknownStrategy(strategy.into()))?;
+        let resolved = self.resolve(target)?;
+        if &*resolved.strategy != strategy {
+            return Err(RegistryError::BadRequest(format!(
+                "{target} is a revision of \"{}\", not of \"{strategy}\"",
+                resolved.strategy
+            )));
+        }
+        let previous = entry.tags.insert(tag.to_owned(), resolved.hash.to_string());
+        let previous_hash = previous.and_then(|h| h.parse().ok());
+        if previous_hash != Some(resolved.hash) {
+            self.commit(&mut writer, doc, strategy, Some(entry))?;
+        }
+        Ok(TagChanged { strategy: strategy.into(), tag: tag.into(), hash: Some(resolved.hash), previous_hash })
+    }
+
+    /// Deletes a tag. `latest` cannot be deleted; removing a revision's last
+    /// tag needs `allow_orphan`.
+    pub fn delete_tag(&self, strategy: &str, tag: &str, allow_orphan: bool) -> Result<TagChanged, RegistryError> {
+        names::validate_strategy_name(strategy).map_err(|e| RegistryError::BadRequest(e.to_string()))?;
+        names::validate_tag(tag).map_err(|e| RegistryError::BadRequest(e.to_string()))?;
+        if tag == LATEST_TAG {
+            return Err(RegistryError::BadRequest("the latest tag cannot be deleted, only moved".into()));
+        }
+        let mut writer = self.lock_writer()?;
+        let doc = writer.doc.clone().unwrap_or_default();
+        let mut entry = Self::entry(&doc, strategy)?.ok_or_else(|| ResolveError::UnknownStrategy(strategy.into()))?;
+        let Some(previous) = entry.tags.shift_remove(tag) else {
+            return Err(ResolveError::UnknownTag { strategy: strategy.into(), tag: tag.into() }.into());
+        };
+        if !allow_orphan && !entry.tags.values().any(|h| *h == previous) {
+            return Err(RegistryError::Conflict(format!(
+                "\"{tag}\" is the last tag of {previous}; pass allowOrphan=true to leave that revision untagged"
+            )));
+        }
+        self.commit(&mut writer, doc, strategy, Some(entry))?;
+        Ok(TagChanged { strategy: strategy.into(), tag: tag.into(), hash: None, previous_hash: previous.parse().ok() })
+    }
+
+    /// Deletes a whole strategy (`name`) or one revision (any other selector),
+    /// after `guard` has approved the hashes about to go.
+    pub fn delete(
+        &self,
+        text: &str,
+        guard: impl FnOnce(&str, &[RevisionHash]) -> Result<(), RegistryError>,
+    ) -> Result<Deleted, RegistryError> {
+        let selector = Selector::parse(text).map_err(|e| RegistryError::BadRequest(e.to_string()))?;
+        let mut writer = self.lock_writer()?;
+        let whole_strategy = match &selector {
+            Selector::Name { strategy } => self.read(|s| s.strategy(strategy).is_some()).then(|| strategy.clone()),
+            _ => None,
+        };
+        let doc = writer.doc.clone().unwrap_or_default();
+        let (strategy, removed, next_entry) = match whole_strategy {
+            Some(strategy) => {
+                let entry = Self::entry(&doc, &strategy)?.unwrap_or_default();
+                let removed: Vec<RevisionHash> = entry.hashes.keys().filter_map(|h| h.parse().ok()).collect();
+                (strategy, removed, None)
+            }
+            None => {
+                let resolved = self.resolve_selector(&selector)?;
+                let strategy = resolved.strategy.to_string();
+                let mut entry = Self::entry(&doc, &strategy)?.unwrap_or_default();
+                let key = resolved.hash.to_string();
+                entry.hashes.shift_remove(&key);
+                let moved_latest = entry.tags.get(LATEST_TAG) == Some(&key);
+                entry.tags.retain(|_, h| *h != key);
+                if moved_latest && let Some(newest) = entry.hashes.keys().last() {
+                    entry.tags.insert(LATEST_TAG.to_owned(), newest.clone());
+                }
+                let next = (!entry.hashes.is_empty()).then_some(entry);
+                (strategy, vec![resolved.hash], next)
+            }
+        };
+        guard(&strategy, &removed)?;
+        let strategy_deleted = next_entry.is_none();
+        self.commit(&mut writer, doc, &strategy, next_entry)?;
+        drop(writer);
+        // The registry no longer names these files; removing them is cleanup.
+        for hash in &removed {
+            if let Err(e) = file::remove_revision(&self.options.root, &strategy, hash) {
+                tracing::warn!(%strategy, %hash, error = %e, "could not remove a deleted revision's files");
+            }
+        }
+        self.metadata.lock().retain(|h, _| !removed.contains(h));
+        self.store.forget_metadata(&removed)?;
+        Ok(Deleted { strategy, hashes: removed, strategy_deleted })
+    }
+}
+
+impl Registry {
+    /// `registry.json` as last read or written (`null` while it is unreadable).
+    pub fn document(&self) -> serde_json::Value {
+        match &self.writer.lock().doc {
+            Some(doc) => serde_json::to_value(doc).expect("document serialises"),
+            None => serde_json::Value::Null,
+        }
+    }
+}

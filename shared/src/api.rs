@@ -1,0 +1,305 @@
+//! HTTP API request and response bodies (camelCase JSON, SPEC §3).
+//!
+//! The daemon serialises these and the console and tests deserialise them,
+//! so both sides agree on the wire format by construction.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::RevisionHash;
+use crate::metadata::{Diagnostic, ModuleMetadata};
+
+/// Default page size of paged endpoints.
+pub const DEFAULT_LIMIT: usize = 100;
+/// Largest page size any paged endpoint returns.
+pub const MAX_LIMIT: usize = 1000;
+/// Largest request body accepted, in bytes.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// The `error` code of a 422 answer.
+pub const VALIDATION_FAILED: &str = "strategy_validation_failed";
+
+/// Every error answer: `{"status":"error","error":…}` plus, for some, details.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorBody {
+    /// Always `"error"`.
+    pub status: String,
+    /// What went wrong (for 422: `strategy_validation_failed`).
+    pub error: String,
+    /// Human-readable summary (422 only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Validation problems (422 only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub diagnostics: Vec<Diagnostic>,
+    /// Matching selectors when a hash prefix is ambiguous (400 only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub candidates: Vec<String>,
+}
+
+impl ErrorBody {
+    /// A plain error answer.
+    pub fn new(error: impl Into<String>) -> Self {
+        Self { status: "error".into(), error: error.into(), message: None, diagnostics: vec![], candidates: vec![] }
+    }
+}
+
+/// `POST /strategies/modules` and `PUT /strategies/modules/{selector}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UploadRequest {
+    /// The module's JavaScript source.
+    pub source: String,
+    /// Tag for the revision; overrides `metadata.tag`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    /// More tags to point at the revision.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
+    /// Whether `latest` moves to the revision (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promote_latest: Option<bool>,
+}
+
+/// Answer to an upload (201 when new, 200 when the bytes were known).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UploadResponse {
+    /// Strategy name.
+    pub name: String,
+    /// The revision's hash.
+    pub hash: RevisionHash,
+    /// The tag this upload gave it.
+    pub tag: String,
+    /// False when identical bytes were already registered.
+    pub created: bool,
+}
+
+/// Links from a summary to related resources.
+pub type Links = BTreeMap<String, String>;
+
+/// One revision inside a module summary.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RevisionInfo {
+    /// The revision's hash.
+    pub hash: RevisionHash,
+    /// Primary tag.
+    pub tag: String,
+    /// Every tag pointing at it now.
+    pub tags: Vec<String>,
+    /// Path relative to the strategies directory.
+    pub path: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// No instance runs it and no tag points at it.
+    pub retired: bool,
+}
+
+/// Usage of one revision (SPEC §2.1).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunningInfo {
+    /// The revision.
+    pub hash: RevisionHash,
+    /// Ids of the instances running it.
+    pub instances: Vec<String>,
+    /// How many instances run it.
+    pub count: usize,
+    /// First time any instance ran it.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub first_seen: Option<OffsetDateTime>,
+    /// Last time an instance was seen running it.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_seen: Option<OffsetDateTime>,
+}
+
+/// One strategy as listed by `GET /strategies/modules`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ModuleSummary {
+    /// Strategy name.
+    pub name: String,
+    /// Tag → hash.
+    pub tag_aliases: BTreeMap<String, RevisionHash>,
+    /// Revisions, oldest first (only the matching one with a `hash` filter).
+    pub revisions: Vec<RevisionInfo>,
+    /// Metadata of the `latest` revision.
+    pub metadata: Option<ModuleMetadata>,
+    /// Revisions with running instances.
+    pub running: Vec<RunningInfo>,
+    /// `self`.
+    pub links: Links,
+}
+
+/// A page of results with the total before paging.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ModulesPage {
+    /// This page.
+    pub modules: Vec<ModuleSummary>,
+    /// Matches before paging.
+    pub total: usize,
+    /// Index of the first item of the page.
+    pub offset: usize,
+    /// Page size used.
+    pub limit: usize,
+}
+
+/// `GET /strategies/modules/{selector}`: one resolved revision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RevisionSummary {
+    /// The selector as given.
+    pub selector: String,
+    /// Strategy name.
+    pub strategy: String,
+    /// The revision.
+    #[serde(flatten)]
+    pub revision: RevisionInfo,
+    /// Its metadata.
+    pub metadata: ModuleMetadata,
+    /// `self`, `source`, `usage`, `strategy`.
+    pub links: Links,
+}
+
+/// One strategy as listed by `GET /strategies` and `GET /strategies/{name}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StrategyInfo {
+    /// Strategy name.
+    pub name: String,
+    /// The `latest` revision.
+    pub hash: RevisionHash,
+    /// Its primary tag.
+    pub tag: String,
+    /// Tag → hash.
+    pub tag_aliases: BTreeMap<String, RevisionHash>,
+    /// Number of revisions.
+    pub revisions: usize,
+    /// Metadata of `latest`.
+    pub metadata: ModuleMetadata,
+}
+
+/// `GET /strategies`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StrategyList {
+    /// Every strategy with a `latest` revision, by name.
+    pub strategies: Vec<StrategyInfo>,
+}
+
+/// `PUT /strategies/modules/{name}/tags/{tag}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TagMoveRequest {
+    /// Target revision: a hash, a prefix, or any selector of the same strategy.
+    pub hash: String,
+    /// Refresh the tag's followers (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh: Option<bool>,
+}
+
+/// Answer to a tag move or deletion.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TagResponse {
+    /// Strategy name.
+    pub strategy: String,
+    /// The tag.
+    pub tag: String,
+    /// Where it points now (absent after deletion).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash: Option<RevisionHash>,
+    /// Where it pointed before (absent if new).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_hash: Option<RevisionHash>,
+}
+
+/// Answer to `DELETE /strategies/modules/{selector}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeleteResponse {
+    /// Strategy concerned.
+    pub strategy: String,
+    /// Revisions removed.
+    pub deleted: Vec<RevisionHash>,
+    /// Whether the strategy itself is gone.
+    pub strategy_deleted: bool,
+}
+
+/// One revision's usage in `GET /strategies/registry`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageEntry {
+    /// Strategy name.
+    pub strategy: String,
+    /// The revision.
+    pub hash: RevisionHash,
+    /// Running instances.
+    pub count: usize,
+    /// Ids of the running instances.
+    pub instances: Vec<String>,
+    /// First time any instance ran it.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub first_seen: Option<OffsetDateTime>,
+    /// Last time an instance was seen running it.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_seen: Option<OffsetDateTime>,
+    /// No instance runs it and no tag points at it.
+    pub retired: bool,
+}
+
+/// A registry entry that failed to load.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LoadErrorInfo {
+    /// The strategy entry.
+    pub strategy: String,
+    /// The revision, when one revision is at fault.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash: Option<String>,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// `GET /strategies/registry`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegistryExport {
+    /// `registry.json` as the daemon last read or wrote it.
+    pub registry: serde_json::Value,
+    /// One entry per loaded revision, zero-usage ones included.
+    pub usage: Vec<UsageEntry>,
+    /// Entries that failed to load.
+    pub errors: Vec<LoadErrorInfo>,
+}
+
+/// Progress of a registry load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LoadProgressInfo {
+    /// Revisions to verify.
+    pub total: u64,
+    /// Revisions verified.
+    pub done: u64,
+    /// Revisions compiled (the rest came from the metadata cache).
+    pub compiled: u64,
+}
+
+/// `GET /healthz`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Health {
+    /// `ok`, `loading`, `degraded` or `error`.
+    pub status: String,
+    /// Registry load errors (when degraded).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<LoadErrorInfo>,
+    /// Load progress (while loading).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<LoadProgressInfo>,
+    /// Why the store is unusable (503 only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}

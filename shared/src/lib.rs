@@ -1,0 +1,13 @@
+//! Types shared by the Strata daemon, its console and its tests.
+//!
+//! Everything here is pure: no I/O, no clocks, no threads. The daemon and the
+//! console agree on the wire format by both using these definitions.
+
+pub mod api;
+pub mod hash;
+pub mod metadata;
+pub mod names;
+pub mod selector;
+
+pub use hash::RevisionHash;
+pub use selector::{HashRef, Selector};
