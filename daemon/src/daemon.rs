@@ -89,19 +89,21 @@ pub struct Running {
     pub addr: SocketAddr,
     shutdown: oneshot::Sender<()>,
     server: JoinHandle<()>,
-    loader: JoinHandle<()>,
+    loader: Option<JoinHandle<()>>,
 }
 
 impl Running {
     /// Waits until the first registry load (and demo seeding) has finished.
     pub async fn wait_loaded(&mut self) {
-        let _ = (&mut self.loader).await;
+        if let Some(loader) = self.loader.take() {
+            let _ = loader.await;
+        }
     }
 
     /// Stops accepting connections, finishes in-flight requests and returns.
     pub async fn shutdown(mut self) {
+        self.wait_loaded().await;
         let _ = self.shutdown.send(());
-        let _ = (&mut self.loader).await;
         let _ = self.server.await;
     }
 
@@ -165,5 +167,5 @@ pub async fn boot(config: Config, listener: TcpListener) -> Result<Running, Boot
             }
         }
     });
-    Ok(Running { daemon, addr, shutdown, server, loader })
+    Ok(Running { daemon, addr, shutdown, server, loader: Some(loader) })
 }

@@ -31,14 +31,22 @@ impl Metrics {
         )
         .expect("valid metric");
         let revisions_loaded =
-            IntGauge::new("strata_registry_revisions", "Revisions currently loaded in the registry.").expect("valid metric");
+            IntGauge::new("strata_registry_revisions", "Revisions currently loaded in the registry.")
+                .expect("valid metric");
         let registry_load_errors =
-            IntGauge::new("strata_registry_load_errors", "Registry entries that failed to load.").expect("valid metric");
+            IntGauge::new("strata_registry_load_errors", "Registry entries that failed to load.")
+                .expect("valid metric");
         let resolver_cache = CacheCounters {
-            hits: IntCounter::new("strata_resolver_cache_hits_total", "Selector resolutions answered from the LRU cache.")
-                .expect("valid metric"),
-            misses: IntCounter::new("strata_resolver_cache_misses_total", "Selector resolutions computed from the registry.")
-                .expect("valid metric"),
+            hits: IntCounter::new(
+                "strata_resolver_cache_hits_total",
+                "Selector resolutions answered from the LRU cache.",
+            )
+            .expect("valid metric"),
+            misses: IntCounter::new(
+                "strata_resolver_cache_misses_total",
+                "Selector resolutions computed from the registry.",
+            )
+            .expect("valid metric"),
         };
         let http_request_duration = HistogramVec::new(
             HistogramOpts::new("strata_http_request_duration_seconds", "HTTP request duration by route template."),
@@ -55,7 +63,14 @@ impl Metrics {
         ] {
             registry.register(collector).expect("metric registered once");
         }
-        Self { registry, module_compilations, revisions_loaded, registry_load_errors, resolver_cache, http_request_duration }
+        Self {
+            registry,
+            module_compilations,
+            revisions_loaded,
+            registry_load_errors,
+            resolver_cache,
+            http_request_duration,
+        }
     }
 
     /// The Prometheus text exposition of every metric.

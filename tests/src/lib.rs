@@ -1,1 +1,167 @@
-//! placeholder
+//! Harness for end-to-end tests: a real `stratad` (the library's `boot`, the
+//! same code path as the binary) on `127.0.0.1:0` with temporary
+//! directories, driven over HTTP.
+
+use std::path::{Path, PathBuf};
+
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use strata_daemon::{Config, Running};
+
+/// A daemon under test, with the directories it owns.
+pub struct TestDaemon {
+    running: Option<Running>,
+    /// Base URL, e.g. `http://127.0.0.1:41234`.
+    pub url: String,
+    /// HTTP client.
+    pub client: reqwest::Client,
+    dir: PathBuf,
+    _temp: Option<tempfile::TempDir>,
+}
+
+impl TestDaemon {
+    /// Starts a daemon on fresh temporary directories.
+    pub async fn start() -> Self {
+        let temp = tempfile::tempdir().expect("temp dir");
+        let dir = temp.path().to_path_buf();
+        let mut daemon = Self::start_in(&dir, |_| {}).await;
+        daemon._temp = Some(temp);
+        daemon
+    }
+
+    /// Starts a daemon whose strategies and data live under `dir`, after
+    /// `configure` has adjusted the configuration.
+    pub async fn start_in(dir: &Path, configure: impl FnOnce(&mut Config)) -> Self {
+        let mut config = Config {
+            listen: "127.0.0.1:0".parse().expect("loopback address"),
+            strategies_dir: dir.join("strategies"),
+            data_dir: Some(dir.join("data")),
+            load_threads: Some(2),
+            ..Config::default()
+        };
+        configure(&mut config);
+        let listener = tokio::net::TcpListener::bind(config.listen).await.expect("bind loopback");
+        let mut running = strata_daemon::boot(config, listener).await.expect("daemon boots");
+        running.wait_loaded().await;
+        let url = format!("http://{}", running.addr);
+        Self { running: Some(running), url, client: reqwest::Client::new(), dir: dir.to_path_buf(), _temp: None }
+    }
+
+    /// Stops the daemon and starts a new one on the same directories.
+    pub async fn restart(self) -> Self {
+        self.restart_with(|_| {}).await
+    }
+
+    /// Stops the daemon, lets `while_stopped` change its directory (edit
+    /// files, remove the database…), then starts a new one on it.
+    pub async fn restart_with(mut self, while_stopped: impl FnOnce(&Path)) -> Self {
+        let temp = self._temp.take();
+        self.running.take().expect("running").shutdown().await;
+        while_stopped(&self.dir);
+        let mut next = Self::start_in(&self.dir, |_| {}).await;
+        next._temp = temp;
+        next
+    }
+
+    /// The directory holding `strategies/` and `data/`.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The strategies directory.
+    pub fn strategies_dir(&self) -> PathBuf {
+        self.dir.join("strategies")
+    }
+
+    /// Sends a request with an optional JSON body; returns status and body
+    /// (JSON, or a string for non-JSON answers). Asserts no answer leaks the
+    /// server's absolute paths.
+    pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let mut request = self.client.request(method, format!("{}{path}", self.url));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request sent");
+        let status = response.status();
+        let text = response.text().await.expect("body read");
+        assert!(
+            !text.contains(self.dir.to_str().expect("utf-8 temp path")),
+            "{path} leaked an absolute server path: {text}"
+        );
+        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, value)
+    }
+
+    /// GET.
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.call(Method::GET, path, None).await
+    }
+
+    /// POST with a JSON body.
+    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Method::POST, path, Some(body)).await
+    }
+
+    /// PUT with a JSON body.
+    pub async fn put(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Method::PUT, path, Some(body)).await
+    }
+
+    /// DELETE.
+    pub async fn delete(&self, path: &str) -> (StatusCode, Value) {
+        self.call(Method::DELETE, path, None).await
+    }
+
+    /// Uploads a module and asserts it was accepted; returns `sha256:<hex>`.
+    pub async fn upload(&self, source: &str, tag: &str) -> String {
+        let (status, body) = self.post("/strategies/modules", serde_json::json!({"source": source, "tag": tag})).await;
+        assert!(status.is_success(), "upload failed: {status} {body}");
+        body["hash"].as_str().expect("hash in upload answer").to_owned()
+    }
+
+    /// The value of a Prometheus metric without labels.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let (_, body) = self.get("/metrics").await;
+        let text = body.as_str().expect("metrics are text").to_owned();
+        text.lines()
+            .find_map(|line| line.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+            .unwrap_or_else(|| panic!("metric {name} not exported"))
+            .trim()
+            .parse()
+            .expect("metric value")
+    }
+}
+
+impl Drop for TestDaemon {
+    fn drop(&mut self) {
+        if let Some(running) = self.running.take() {
+            // Best effort: the runtime may already be shutting down.
+            if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                handle.spawn(running.shutdown());
+            }
+        }
+    }
+}
+
+/// A valid strategy module named `name`; `variant` changes its bytes (and so
+/// its hash) without changing its behaviour.
+pub fn module(name: &str, variant: u32) -> String {
+    format!(
+        r#"// variant {variant}
+const lookback = 1_000;
+module.exports = {{
+  metadata: {{
+    name: "{name}",
+    displayName: `Test strategy ${{"{name}"}}`,
+    description: "generated by the end-to-end tests",
+    config: [{{ name: "lookback", type: "int", default: 20, required: false }}],
+    events: ["Trade"],
+  }},
+  create(env) {{
+    let seen = 0;
+    return {{ onTrade(ctx, evt, payload, price) {{ seen += 1; return env?.config?.lookback ?? lookback; }} }};
+  }},
+}};
+"#
+    )
+}

@@ -14,13 +14,14 @@ use crate::registry::{RegistryError, ResolveError};
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
-    body: ErrorBody,
+    // Boxed: handlers return `Result<Response, ApiError>` on every path.
+    body: Box<ErrorBody>,
 }
 
 impl ApiError {
     /// An error with a status and message.
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self { status, body: ErrorBody::new(message) }
+        Self { status, body: Box::new(ErrorBody::new(message)) }
     }
 
     /// 400.
@@ -40,7 +41,7 @@ impl ApiError {
 
     /// Renders the envelope.
     pub fn into_response(self) -> Response {
-        warp::reply::with_status(warp::reply::json(&self.body), self.status).into_response()
+        warp::reply::with_status(warp::reply::json(&*self.body), self.status).into_response()
     }
 }
 

@@ -3,10 +3,10 @@
 use std::sync::atomic::Ordering;
 
 use strata_shared::api::{Health, LoadErrorInfo, LoadProgressInfo};
-use warp::{Filter, Reply};
 use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::reply::Response;
+use warp::{Filter, Reply};
 
 use super::{ApiResult, json_reply, route, with_daemon};
 use crate::daemon::Daemon;

@@ -7,7 +7,8 @@ use serde::Deserialize;
 use strata_shared::RevisionHash;
 use strata_shared::api::{
     DEFAULT_LIMIT, DeleteResponse, LoadErrorInfo, MAX_LIMIT, ModuleSummary, ModulesPage, RegistryExport, RevisionInfo,
-    RevisionSummary, StrategyInfo, StrategyList, TagMoveRequest, TagResponse, UploadRequest, UploadResponse, UsageEntry,
+    RevisionSummary, StrategyInfo, StrategyList, TagMoveRequest, TagResponse, UploadRequest, UploadResponse,
+    UsageEntry,
 };
 use strata_shared::names;
 use strata_shared::selector::Selector;
@@ -23,15 +24,21 @@ use crate::registry::{RegistryState, Revision, Strategy, Upload};
 pub(super) fn routes(daemon: &Daemon) -> BoxedFilter<(Response,)> {
     let d = || with_daemon(daemon);
     let list_strategies = warp::path!("strategies").and(warp::get()).and(d()).map(list_strategies);
-    let export = warp::path!("strategies" / "registry").and(warp::get())
+    let export = warp::path!("strategies" / "registry")
+        .and(warp::get())
         .and(d())
         .and(warp::query::<ExportQuery>())
         .then(export_registry);
-    let list_modules =
-        warp::path!("strategies" / "modules").and(warp::get()).and(d()).and(warp::query::<ModulesQuery>()).map(list_modules);
-    let create = warp::path!("strategies" / "modules").and(warp::post()).and(d()).and(body(daemon)).then(
-        |daemon: Daemon, body: bytes::Bytes| async move { upload(daemon, None, body).await },
-    );
+    let list_modules = warp::path!("strategies" / "modules")
+        .and(warp::get())
+        .and(d())
+        .and(warp::query::<ModulesQuery>())
+        .map(list_modules);
+    let create = warp::path!("strategies" / "modules")
+        .and(warp::post())
+        .and(d())
+        .and(body(daemon))
+        .then(|daemon: Daemon, body: bytes::Bytes| async move { upload(daemon, None, body).await });
     let upload_to = warp::path!("strategies" / "modules" / String).and(warp::put())
         .and(d())
         .and(body(daemon))
@@ -39,11 +46,13 @@ pub(super) fn routes(daemon: &Daemon) -> BoxedFilter<(Response,)> {
     let get_module = warp::path!("strategies" / "modules" / String).and(warp::get()).and(d()).map(get_module);
     let source = warp::path!("strategies" / "modules" / String / "source").and(warp::get()).and(d()).then(get_source);
     let delete = warp::path!("strategies" / "modules" / String).and(warp::delete()).and(d()).then(delete_module);
-    let move_tag = warp::path!("strategies" / "modules" / String / "tags" / String).and(warp::put())
+    let move_tag = warp::path!("strategies" / "modules" / String / "tags" / String)
+        .and(warp::put())
         .and(d())
         .and(body(daemon))
         .then(move_tag);
-    let delete_tag = warp::path!("strategies" / "modules" / String / "tags" / String).and(warp::delete())
+    let delete_tag = warp::path!("strategies" / "modules" / String / "tags" / String)
+        .and(warp::delete())
         .and(d())
         .and(warp::query::<DeleteTagQuery>())
         .then(delete_tag);
@@ -133,9 +142,9 @@ fn strategy_info(name: &str, strategy: &Strategy) -> Option<StrategyInfo> {
 
 fn list_strategies(daemon: Daemon) -> ApiResult {
     ensure_loaded(&daemon)?;
-    let strategies = daemon.registry().read(|state| {
-        state.strategies().iter().filter_map(|(name, strategy)| strategy_info(name, strategy)).collect()
-    });
+    let strategies = daemon
+        .registry()
+        .read(|state| state.strategies().iter().filter_map(|(name, strategy)| strategy_info(name, strategy)).collect());
     Ok(json_reply(StatusCode::OK, &StrategyList { strategies }))
 }
 
@@ -173,7 +182,7 @@ fn list_modules(daemon: Daemon, query: ModulesQuery) -> ApiResult {
         validate_name(name)?;
     }
     let by_hash = match &query.hash {
-        Some(text) => match registry.resolve(text) {
+        Some(text) => match hash_filter(text).and_then(|selector| registry.resolve_selector(&selector)) {
             Ok(resolved) => Some(Some(resolved)),
             Err(crate::registry::ResolveError::Invalid(m)) => return Err(ApiError::bad_request(m)),
             Err(e @ crate::registry::ResolveError::Ambiguous { .. }) => return Err(e.into()),
@@ -205,13 +214,34 @@ fn list_modules(daemon: Daemon, query: ModulesQuery) -> ApiResult {
     Ok(json_reply(StatusCode::OK, &page))
 }
 
+/// Parses the `hash` filter: a hash or prefix in any accepted form, never a
+/// strategy name or tag.
+fn hash_filter(text: &str) -> Result<Selector, crate::registry::ResolveError> {
+    let invalid = |m: String| crate::registry::ResolveError::Invalid(m);
+    let selector = Selector::parse(text).map_err(|e| invalid(e.to_string()))?;
+    match &selector {
+        Selector::Hash(_) | Selector::Revision { .. } => Ok(selector),
+        Selector::Name { .. } => match selector.name_as_hash() {
+            Some(hash) => Ok(Selector::Hash(hash)),
+            None => {
+                Err(invalid(format!("hash filter \"{text}\" is not a hash or a hash prefix of at least 8 hex digits")))
+            }
+        },
+        Selector::Tag { .. } => Err(invalid(format!("hash filter \"{text}\" is a tag selector, not a hash"))),
+    }
+}
+
 fn page_all(state: &RegistryState, include: bool, offset: usize, limit: usize) -> ModulesPage {
     if !include {
         return ModulesPage { modules: Vec::new(), total: 0, offset, limit };
     }
     let strategies = state.strategies();
-    let modules =
-        strategies.iter().skip(offset).take(limit).map(|(name, strategy)| module_summary(name, strategy, None)).collect();
+    let modules = strategies
+        .iter()
+        .skip(offset)
+        .take(limit)
+        .map(|(name, strategy)| module_summary(name, strategy, None))
+        .collect();
     ModulesPage { modules, total: strategies.len(), offset, limit }
 }
 
@@ -237,7 +267,8 @@ fn get_module(selector: String, daemon: Daemon) -> ApiResult {
             ]),
         })
     });
-    let summary = summary.ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("{selector} was just deleted")))?;
+    let summary =
+        summary.ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("{selector} was just deleted")))?;
     Ok(json_reply(StatusCode::OK, &summary))
 }
 
@@ -284,8 +315,11 @@ async fn delete_module(selector: String, daemon: Daemon) -> ApiResult {
     // No instance can reference a revision until the runtime exists; the guard
     // is where the usage check plugs in.
     let deleted = daemon.blocking(move |d| d.registry().delete(&selector, |_, _| Ok(()))).await??;
-    let response =
-        DeleteResponse { strategy: deleted.strategy, deleted: deleted.hashes, strategy_deleted: deleted.strategy_deleted };
+    let response = DeleteResponse {
+        strategy: deleted.strategy,
+        deleted: deleted.hashes,
+        strategy_deleted: deleted.strategy_deleted,
+    };
     Ok(json_reply(StatusCode::OK, &response))
 }
 
@@ -294,8 +328,12 @@ async fn move_tag(name: String, tag: String, daemon: Daemon, body: bytes::Bytes)
     let (name, tag) = (segment(&name)?, segment(&tag)?);
     let request: TagMoveRequest = json(&body)?;
     let changed = daemon.blocking(move |d| d.registry().move_tag(&name, &tag, &request.hash)).await??;
-    let response =
-        TagResponse { strategy: changed.strategy, tag: changed.tag, hash: changed.hash, previous_hash: changed.previous_hash };
+    let response = TagResponse {
+        strategy: changed.strategy,
+        tag: changed.tag,
+        hash: changed.hash,
+        previous_hash: changed.previous_hash,
+    };
     Ok(json_reply(StatusCode::OK, &response))
 }
 
@@ -310,8 +348,12 @@ async fn delete_tag(name: String, tag: String, daemon: Daemon, query: DeleteTagQ
     ensure_loaded(&daemon)?;
     let (name, tag) = (segment(&name)?, segment(&tag)?);
     let changed = daemon.blocking(move |d| d.registry().delete_tag(&name, &tag, query.allow_orphan)).await??;
-    let response =
-        TagResponse { strategy: changed.strategy, tag: changed.tag, hash: changed.hash, previous_hash: changed.previous_hash };
+    let response = TagResponse {
+        strategy: changed.strategy,
+        tag: changed.tag,
+        hash: changed.hash,
+        previous_hash: changed.previous_hash,
+    };
     Ok(json_reply(StatusCode::OK, &response))
 }
 
@@ -362,9 +404,11 @@ async fn export_registry(daemon: Daemon, query: ExportQuery) -> ApiResult {
             let csv = daemon.registry().read(|state| {
                 let mut out = String::from("strategy,hash,tags,count,firstSeen,lastSeen,retired\n");
                 for entry in usage_entries(state) {
-                    let tags = state.strategy(&entry.strategy).map(|s| s.tags_of(&entry.hash).join(";")).unwrap_or_default();
+                    let tags =
+                        state.strategy(&entry.strategy).map(|s| s.tags_of(&entry.hash).join(";")).unwrap_or_default();
                     let time = |t: Option<time::OffsetDateTime>| {
-                        t.and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok()).unwrap_or_default()
+                        t.and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+                            .unwrap_or_default()
                     };
                     out.push_str(&format!(
                         "{},{},{},{},{},{},{}\n",

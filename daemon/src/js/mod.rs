@@ -15,6 +15,12 @@
 //!   fresh runtime and validate its exports into [`ModuleMetadata`].
 //!
 //! Nothing here gives JavaScript access to I/O, timers or `require`.
+//!
+//! The source is evaluated as a strict global script, not wrapped in a
+//! function, so that positions in diagnostics are those of the source: a
+//! top-level `return` is a syntax error, top-level `this` is `globalThis`,
+//! and top-level declarations are globals of the (per-instance) context.
+//! Promise jobs queued by the top level are not run.
 
 mod validate;
 
@@ -226,7 +232,7 @@ pub fn evaluate_module<'js>(
     budget: &CpuBudget,
     console: impl Fn(LogLevel, String) + 'static,
 ) -> Result<Object<'js>, Diagnostic> {
-    let module = install_globals(ctx, Rc::new(console)).map_err(|err| error_diagnostic(ctx, err, budget))?;
+    let module = install_globals(ctx, Rc::new(console)).map_err(|err| error_diagnostic(ctx, err, budget, source))?;
 
     let mut options = EvalOptions::default();
     options.global = true;
@@ -235,9 +241,9 @@ pub fn evaluate_module<'js>(
     budget.arm();
     let evaluated = ctx.eval_with_options::<(), _>(source, options);
     budget.disarm();
-    evaluated.map_err(|err| error_diagnostic(ctx, err, budget))?;
+    evaluated.map_err(|err| error_diagnostic(ctx, err, budget, source))?;
 
-    let exports: Value<'js> = module.get("exports").map_err(|err| error_diagnostic(ctx, err, budget))?;
+    let exports: Value<'js> = module.get("exports").map_err(|err| error_diagnostic(ctx, err, budget, source))?;
     match exports.into_object() {
         Some(exports) => Ok(exports),
         None => Err(Diagnostic::validation("module.exports", "module.exports must be an object")),
@@ -301,19 +307,40 @@ fn format_log_arg<'js>(ctx: &Ctx<'js>, value: Value<'js>) -> rquickjs::Result<St
     Ok(value.get::<Coerced<String>>()?.0)
 }
 
-/// Turns an error from a call into JS into a diagnostic.
+/// Turns an error from a call into JS running code of the module `source`
+/// into a diagnostic.
 ///
 /// Takes (and so clears) the pending exception. When `budget` fired, the
 /// `execute` diagnostic says the CPU budget was exceeded; when QuickJS ran
 /// out of memory, it says the memory limit was hit; otherwise its message is
 /// `Name: message` of the thrown value, with the 1-based line and column of
-/// the innermost `<module>` stack frame when the value carries a stack. A
-/// syntax error in the module source itself is a `compile` diagnostic.
-pub fn error_diagnostic<'js>(ctx: &Ctx<'js>, error: rquickjs::Error, budget: &CpuBudget) -> Diagnostic {
+/// the innermost `<module>` stack frame when the value carries a stack
+/// (column counted in characters of `source`). A syntax error in the module
+/// source itself is a `compile` diagnostic.
+pub fn error_diagnostic<'js>(ctx: &Ctx<'js>, error: rquickjs::Error, budget: &CpuBudget, source: &str) -> Diagnostic {
     match catch_error(ctx, error, budget) {
         Caught::Fatal(diagnostic) => diagnostic,
-        Caught::Thrown(thrown) => describe_exception(ctx, thrown),
+        Caught::Thrown(thrown) => {
+            let mut diagnostic = describe_exception(ctx, thrown);
+            if let (Some(line), Some(column)) = (diagnostic.line, diagnostic.column) {
+                diagnostic.column = Some(char_column(source, line, column));
+            }
+            diagnostic
+        }
     }
+}
+
+/// Converts QuickJS's 1-based column, counted in bytes, to a 1-based column
+/// counted in characters of line `line` of `source`.
+fn char_column(source: &str, line: u32, byte_column: u32) -> u32 {
+    let Some(text) = source.split('\n').nth(line.saturating_sub(1) as usize) else {
+        return byte_column;
+    };
+    let mut end = (byte_column.saturating_sub(1) as usize).min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    u32::try_from(text[..end].chars().count() + 1).unwrap_or(byte_column)
 }
 
 /// An engine error, sorted by whether the JS code could have caught it.
@@ -475,7 +502,7 @@ fn read_export<'js, T>(
             Caught::Fatal(diagnostic) => Err(vec![diagnostic]),
             Caught::Thrown(thrown) => {
                 let message = describe_exception(ctx, thrown).message;
-                Ok(Err(Diagnostic::validation(path, format!("reading {path} threw {message}"))))
+                Ok(Err(Diagnostic::validation(path, format!("{path} could not be read: {message}"))))
             }
         },
     }

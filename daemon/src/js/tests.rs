@@ -126,6 +126,7 @@ fn exports_assignment_style_works() {
         r#"
 exports.metadata = { name: "plain", displayName: "Plain", events: ["Ticker"] };
 exports.create = function (env) { return {}; };
+Promise.resolve(1).then(() => { for (;;) {} });
 "#,
     )
     .expect("valid module");
@@ -194,6 +195,16 @@ fn syntax_error_is_a_compile_diagnostic_with_position() {
     let diagnostic = single("module.exports = {\n  metadata: { name: 'x' \n};\n");
     assert_eq!(diagnostic.stage, DiagnosticStage::Compile, "{diagnostic:?}");
     assert_eq!(diagnostic.line, Some(3), "{diagnostic:?}");
+}
+
+#[test]
+fn columns_count_characters_not_bytes() {
+    let diagnostic = single("const s = 'ééé'; let c = = 3;\n");
+    assert_eq!((diagnostic.line, diagnostic.column), (Some(1), Some(26)), "{diagnostic:?}");
+    let diagnostic = single("// …\nconst s = '€'; throw new Error('x');\n");
+    assert_eq!((diagnostic.line, diagnostic.column), (Some(2), Some(26)), "{diagnostic:?}");
+    assert_eq!(char_column("ab", 1, 9), 3);
+    assert_eq!(char_column("ab", 4, 9), 9);
 }
 
 #[test]
@@ -443,7 +454,7 @@ fn console_lines_reach_the_sink_and_budget_is_reusable() {
         budget.disarm();
         assert!(budget.fired());
         assert!(started.elapsed() < Duration::from_secs(1));
-        let diagnostic = error_diagnostic(&ctx, err, &budget);
+        let diagnostic = error_diagnostic(&ctx, err, &budget, "");
         assert!(diagnostic.message.contains("CPU budget"), "{diagnostic:?}");
 
         budget.arm();

@@ -203,7 +203,7 @@ fn run_jobs(registry: &Registry, jobs: Vec<(usize, Job)>) -> JobResults {
                         });
                         out.push((*index, result));
                         let done = progress.done.fetch_add(1, Ordering::Relaxed) + 1;
-                        if done % 5_000 == 0 {
+                        if done.is_multiple_of(5_000) {
                             tracing::info!(
                                 done,
                                 total = jobs.len(),
@@ -229,7 +229,8 @@ fn run_jobs(registry: &Registry, jobs: Vec<(usize, Job)>) -> JobResults {
 /// Reads one revision, checks its hash and finds or compiles its metadata.
 /// Returns whether it had to be compiled.
 fn load_revision(registry: &Registry, job: &Job) -> Result<(Arc<Revision>, bool), LoadError> {
-    let error = |message: String| LoadError { strategy: job.strategy.to_string(), hash: Some(job.hash.to_string()), message };
+    let error =
+        |message: String| LoadError { strategy: job.strategy.to_string(), hash: Some(job.hash.to_string()), message };
     let bytes = std::fs::read(registry.options.root.join(&job.doc.path))
         .map_err(|e| error(format!("cannot read {}: {}", job.doc.path, e.kind())))?;
     let actual = RevisionHash::of(&bytes);
@@ -240,7 +241,7 @@ fn load_revision(registry: &Registry, job: &Job) -> Result<(Arc<Revision>, bool)
     let (metadata, new) = match known {
         Some(metadata) => (metadata, false),
         None => {
-            let (_, metadata) = registry.inspect(&bytes).map_err(|e| match e {
+            let (_, metadata, _) = registry.inspect(&bytes).map_err(|e| match e {
                 super::RegistryError::Validation { diagnostics, .. } => error(
                     diagnostics
                         .iter()

@@ -223,6 +223,14 @@ impl Registry {
         f(&self.state.read())
     }
 
+    /// `registry.json` as last read or written (`null` while it is unreadable).
+    pub fn document(&self) -> serde_json::Value {
+        match &self.writer.lock().doc {
+            Some(doc) => serde_json::to_value(doc).expect("document serialises"),
+            None => serde_json::Value::Null,
+        }
+    }
+
     /// Why `registry.json` itself could not be read, if it could not.
     pub fn document_error(&self) -> Option<String> {
         self.writer.lock().unreadable.clone()
@@ -328,7 +336,13 @@ impl Registry {
     }
 
     /// Writes the new document durably, then swaps in the rebuilt strategy.
-    fn commit(&self, writer: &mut DocState, mut doc: RegistryDoc, strategy: &str, entry: Option<StrategyDoc>) -> Result<(), RegistryError> {
+    fn commit(
+        &self,
+        writer: &mut DocState,
+        mut doc: RegistryDoc,
+        strategy: &str,
+        entry: Option<StrategyDoc>,
+    ) -> Result<(), RegistryError> {
         match &entry {
             Some(entry) => {
                 doc.insert(strategy.to_owned(), entry.to_value());
@@ -368,15 +382,16 @@ impl Registry {
             .transpose()
     }
 
-    /// Validates and compiles a module (or finds its metadata by hash).
-    pub fn inspect(&self, source: &[u8]) -> Result<(RevisionHash, Arc<ModuleMetadata>), RegistryError> {
+    /// Validates and compiles a module, or finds its metadata by hash; says
+    /// whether it had to compile.
+    pub fn inspect(&self, source: &[u8]) -> Result<(RevisionHash, Arc<ModuleMetadata>, bool), RegistryError> {
         let hash = RevisionHash::of(source);
         if let Some(metadata) = self.metadata.lock().get(&hash).cloned() {
-            return Ok((hash, metadata));
+            return Ok((hash, metadata, false));
         }
         self.metrics.module_compilations.inc();
         match js::inspect_module(source, &self.options.js_limits) {
-            Ok(metadata) => Ok((hash, Arc::new(metadata))),
+            Ok(metadata) => Ok((hash, Arc::new(metadata), true)),
             Err(diagnostics) => Err(RegistryError::Validation {
                 message: diagnostics.first().map(|d| d.message.clone()).unwrap_or_else(|| "invalid module".into()),
                 diagnostics,
@@ -393,7 +408,7 @@ impl Registry {
         for alias in &upload.aliases {
             names::validate_tag(alias).map_err(tag_error)?;
         }
-        let (hash, metadata) = self.inspect(upload.source.as_bytes())?;
+        let (hash, metadata, compiled) = self.inspect(upload.source.as_bytes())?;
         let strategy = metadata.name.clone();
         if let Some(expected) = &upload.expected_strategy
             && expected != &strategy
@@ -410,7 +425,9 @@ impl Registry {
             });
         }
         let tag = upload.tag.clone().or_else(|| metadata.tag.clone()).ok_or_else(|| {
-            RegistryError::BadRequest("a tag is required: give \"tag\" in the request or metadata.tag in the module".into())
+            RegistryError::BadRequest(
+                "a tag is required: give \"tag\" in the request or metadata.tag in the module".into(),
+            )
         })?;
 
         let mut writer = self.lock_writer()?;
@@ -421,7 +438,9 @@ impl Registry {
         if created {
             file::write_revision(&self.options.root, &strategy, &hash, upload.source.as_bytes())
                 .map_err(|e| RegistryError::Io(format!("cannot write revision of {strategy}: {}", e.kind())))?;
-            entry.hashes.insert(key.clone(), RevisionDoc { tag: tag.clone(), path: file::revision_path(&strategy, &hash) });
+            entry
+                .hashes
+                .insert(key.clone(), RevisionDoc { tag: tag.clone(), path: file::revision_path(&strategy, &hash) });
         }
         for alias in std::iter::once(&tag).chain(&upload.aliases) {
             entry.tags.insert(alias.clone(), key.clone());
@@ -429,10 +448,10 @@ impl Registry {
         if upload.promote_latest || !entry.tags.contains_key(LATEST_TAG) {
             entry.tags.insert(LATEST_TAG.to_owned(), key);
         }
-        if !self.store.metadata(&hash)?.is_some() {
+        if compiled {
             self.store.save_metadata([(&hash, metadata.as_ref())])?;
+            self.metadata.lock().insert(hash, metadata);
         }
-        self.metadata.lock().insert(hash, metadata);
         self.commit(&mut writer, doc, &strategy, Some(entry))?;
         Ok(Uploaded { strategy, hash, tag, created })
     }
@@ -530,15 +549,5 @@ impl Registry {
         self.metadata.lock().retain(|h, _| !removed.contains(h));
         self.store.forget_metadata(&removed)?;
         Ok(Deleted { strategy, hashes: removed, strategy_deleted })
-    }
-}
-
-impl Registry {
-    /// `registry.json` as last read or written (`null` while it is unreadable).
-    pub fn document(&self) -> serde_json::Value {
-        match &self.writer.lock().doc {
-            Some(doc) => serde_json::to_value(doc).expect("document serialises"),
-            None => serde_json::Value::Null,
-        }
     }
 }

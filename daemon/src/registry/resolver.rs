@@ -19,7 +19,7 @@ use parking_lot::Mutex;
 use strata_shared::names::LATEST_TAG;
 use strata_shared::{HashRef, Selector};
 
-use super::state::{Change, Dependence, RegistryState, Resolved, ResolveError};
+use super::state::{Change, Dependence, RegistryState, ResolveError, Resolved};
 
 /// Cache hit and miss counters, reported by `/metrics`.
 #[derive(Debug, Clone)]
@@ -169,7 +169,8 @@ mod tests {
         let b = RevisionHash::of(b"b");
         let cache = ResolverCache::new(NonZeroUsize::new(16).unwrap(), counters());
         let mut state = RegistryState::default();
-        let changes = state.replace_strategy("noop", Some(strategy("noop", &[a, b], &[("latest", a), ("prod", a)])), vec![]);
+        let changes =
+            state.replace_strategy("noop", Some(strategy("noop", &[a, b], &[("latest", a), ("prod", a)])), vec![]);
         cache.invalidate(&changes);
 
         assert_eq!(get(&cache, &state, "noop:prod").unwrap().hash, a);
@@ -177,7 +178,8 @@ mod tests {
         assert_eq!(cache.counters.hits.get(), 1);
         assert!(get(&cache, &state, "noop:PROD").is_err(), "a cached noop:prod must not answer noop:PROD");
 
-        let changes = state.replace_strategy("noop", Some(strategy("noop", &[a, b], &[("latest", a), ("prod", b)])), vec![]);
+        let changes =
+            state.replace_strategy("noop", Some(strategy("noop", &[a, b], &[("latest", a), ("prod", b)])), vec![]);
         cache.invalidate(&changes);
         assert_eq!(get(&cache, &state, "noop:prod").unwrap().hash, b);
     }

@@ -44,11 +44,7 @@ impl Strategy {
 
     /// Every tag that points at `hash`, in tag order.
     pub fn tags_of(&self, hash: &RevisionHash) -> Vec<String> {
-        self.tags
-            .iter()
-            .filter(|(_, h)| *h == hash)
-            .map(|(tag, _)| tag.clone())
-            .collect()
+        self.tags.iter().filter(|(_, h)| *h == hash).map(|(tag, _)| tag.clone()).collect()
     }
 }
 
@@ -198,16 +194,17 @@ impl RegistryState {
                     // added revision can cause: hence `HashSet`.
                     Some(hash) => match self.resolve_hash(&hash, None) {
                         Ok((resolved, _)) => Ok((resolved, Dependence::HashSet)),
-                        Err(ResolveError::UnknownRevision { .. }) => Err(ResolveError::UnknownStrategy(strategy.clone())),
+                        Err(ResolveError::UnknownRevision { .. }) => {
+                            Err(ResolveError::UnknownStrategy(strategy.clone()))
+                        }
                         Err(other) => Err(other),
                     },
                     None => Err(ResolveError::UnknownStrategy(strategy.clone())),
                 },
             },
             Selector::Tag { strategy, tag } => {
-                let name = self
-                    .strategy_name(strategy)
-                    .ok_or_else(|| ResolveError::UnknownStrategy(strategy.clone()))?;
+                let name =
+                    self.strategy_name(strategy).ok_or_else(|| ResolveError::UnknownStrategy(strategy.clone()))?;
                 self.resolve_tag(name, tag)
             }
             Selector::Revision { strategy, hash } => {
@@ -232,13 +229,13 @@ impl RegistryState {
         let not_found = || ResolveError::UnknownRevision { hash: hash.to_string(), within: within.map(str::to_owned) };
         match hash {
             HashRef::Full(full) => {
-                let owner = self.owners.get(full).filter(|o| within.is_none_or(|w| &***o == w)).ok_or_else(not_found)?;
+                let owner =
+                    self.owners.get(full).filter(|o| within.is_none_or(|w| &***o == w)).ok_or_else(not_found)?;
                 Ok((Resolved { strategy: owner.clone(), hash: *full }, Dependence::Exact))
             }
             HashRef::Prefix(prefix) => {
-                let mut matches = self
-                    .prefix_matches(prefix)
-                    .filter(|(_, owner)| within.is_none_or(|w| &***owner == w));
+                let mut matches =
+                    self.prefix_matches(prefix).filter(|(_, owner)| within.is_none_or(|w| &***owner == w));
                 let (first, owner) = matches.next().ok_or_else(not_found)?;
                 let rest: Vec<_> = matches.take(9).collect();
                 if rest.is_empty() {
@@ -377,7 +374,9 @@ mod tests {
         assert_eq!(resolve(&state, &a.to_string()).unwrap().strategy.as_ref(), "momentum");
         assert_eq!(resolve(&state, "sha256:12345678").unwrap().hash, c);
         assert_eq!(resolve(&state, "12345678").unwrap().hash, c, "bare hex falls back to hash prefixes");
-        assert!(matches!(resolve(&state, "sha256:aabbccdd"), Err(ResolveError::Ambiguous { candidates, .. }) if candidates.len() == 2));
+        assert!(
+            matches!(resolve(&state, "sha256:aabbccdd"), Err(ResolveError::Ambiguous { candidates, .. }) if candidates.len() == 2)
+        );
         assert_eq!(resolve(&state, "sha256:aabbccdd02").unwrap().hash, b);
         assert!(matches!(resolve(&state, "momentum:PROD"), Err(ResolveError::UnknownTag { .. })));
         assert!(matches!(resolve(&state, "nope"), Err(ResolveError::UnknownStrategy(_))));

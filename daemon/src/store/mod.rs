@@ -99,8 +99,7 @@ impl Store {
         let json: Option<String> = conn
             .query_row("SELECT metadata FROM module_metadata WHERE hash = ?1", [hash.to_string()], |row| row.get(0))
             .optional()?;
-        json.map(|json| serde_json::from_str(&json).map_err(|e| StoreError::Corrupt(e.to_string())))
-            .transpose()
+        json.map(|json| serde_json::from_str(&json).map_err(|e| StoreError::Corrupt(e.to_string()))).transpose()
     }
 
     /// Caches compiled metadata for many revisions in one transaction.
@@ -111,7 +110,8 @@ impl Store {
         let mut conn = self.conn.lock();
         let tx = conn.transaction()?;
         {
-            let mut stmt = tx.prepare_cached("INSERT OR REPLACE INTO module_metadata (hash, metadata) VALUES (?1, ?2)")?;
+            let mut stmt =
+                tx.prepare_cached("INSERT OR REPLACE INTO module_metadata (hash, metadata) VALUES (?1, ?2)")?;
             for (hash, metadata) in entries {
                 let json = serde_json::to_string(metadata).expect("metadata serialises");
                 stmt.execute(params![hash.to_string(), json])?;
