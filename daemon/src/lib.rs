@@ -12,6 +12,7 @@ pub mod api;
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod fixtures;
 pub mod js;
 pub mod metrics;
 pub mod registry;
