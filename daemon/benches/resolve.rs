@@ -53,8 +53,7 @@ fn resolve(c: &mut Criterion) {
     let mut baseline: HashMap<String, Resolved> = HashMap::new();
     let mut all = Vec::new();
     for (form, make) in forms {
-        let selectors: Vec<String> =
-            picks.iter().map(|(name, hash, tag)| make(name, &hash.to_string(), tag)).collect();
+        let selectors: Vec<String> = picks.iter().map(|(name, hash, tag)| make(name, &hash.to_string(), tag)).collect();
         for selector in &selectors {
             let resolved = registry.resolve(selector).expect("resolves");
             baseline.insert(selector.clone(), resolved);

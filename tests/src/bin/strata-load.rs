@@ -90,7 +90,8 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let dir = tempfile::tempdir()?;
     let generating = Instant::now();
-    let generated = fixtures::generate(&dir.path().join("strategies"), &dir.path().join("data"), args.strategies, args.revisions)?;
+    let generated =
+        fixtures::generate(&dir.path().join("strategies"), &dir.path().join("data"), args.strategies, args.revisions)?;
     println!(
         "generated {} strategies x {} revisions in {:.1} s",
         args.strategies,

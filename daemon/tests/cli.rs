@@ -1,0 +1,142 @@
+//! Tests of the `stratad` binary itself: flags, configuration errors, and a
+//! `kill -9` in the middle of a burst of writes.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const STRATAD: &str = env!("CARGO_BIN_EXE_stratad");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+struct Daemon {
+    child: Child,
+    url: String,
+}
+
+impl Daemon {
+    fn start(dir: &Path) -> Self {
+        let port = free_port();
+        let child = Command::new(STRATAD)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .arg("--strategies-dir")
+            .arg(dir.join("strategies"))
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("stratad starts");
+        let daemon = Self { child, url: format!("http://127.0.0.1:{port}") };
+        let client = reqwest::blocking::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            let health = client.get(format!("{}/healthz", daemon.url)).send().and_then(|r| r.json::<Value>());
+            if health.is_ok_and(|h| h["status"] != "loading") {
+                return daemon;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("stratad did not come up");
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn module(i: usize) -> String {
+    format!(
+        "// {i}\nmodule.exports = {{ metadata: {{ name: 'burst', displayName: 'Burst', events: ['Trade'] }}, create() {{ return {{}}; }} }};\n"
+    )
+}
+
+#[test]
+fn help_lists_the_documented_flags() {
+    let output = Command::new(STRATAD).arg("--help").output().unwrap();
+    assert!(output.status.success());
+    let help = String::from_utf8(output.stdout).unwrap();
+    for flag in ["--config", "--listen", "--strategies-dir", "--data-dir", "--demo"] {
+        assert!(help.contains(flag), "--help lacks {flag}");
+    }
+}
+
+#[test]
+fn a_bad_config_file_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("stratad.toml");
+    std::fs::write(&config, "listn = \"127.0.0.1:1\"\n").unwrap();
+    let output = Command::new(STRATAD).arg("--config").arg(&config).output().unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("invalid config file") && stderr.contains("listn"), "{stderr}");
+}
+
+#[test]
+fn kill_9_during_a_burst_of_uploads_loses_no_acknowledged_revision() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(dir.path());
+    let url = daemon.url.clone();
+    let acknowledged = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let (url, acknowledged) = (url.clone(), acknowledged.clone());
+            std::thread::spawn(move || {
+                let client = reqwest::blocking::Client::new();
+                for i in 0..200 {
+                    let n = w * 1000 + i;
+                    let body = json!({"source": module(n), "tag": format!("t{n}")});
+                    match client.post(format!("{url}/strategies/modules")).json(&body).send() {
+                        Ok(r) if r.status().is_success() => {
+                            let hash = r.json::<Value>().unwrap()["hash"].as_str().unwrap().to_owned();
+                            acknowledged.lock().unwrap().push((n, hash));
+                        }
+                        _ => break, // the daemon is gone
+                    }
+                }
+            })
+        })
+        .collect();
+    // Let the burst run, then kill -9 mid-write.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while acknowledged.lock().unwrap().len() < 40 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut daemon = daemon;
+    daemon.child.kill().unwrap();
+    daemon.child.wait().unwrap();
+    for writer in writers {
+        writer.join().unwrap();
+    }
+    drop(daemon);
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    assert!(acknowledged.len() >= 40, "the burst was acknowledged before the kill");
+
+    let registry: Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("strategies/registry.json")).unwrap()).unwrap();
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("strategies"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|name| name.contains(".tmp-"))
+        .collect();
+    assert!(leftovers.len() <= 1, "at most the one interrupted temp file: {leftovers:?}");
+
+    let daemon = Daemon::start(dir.path());
+    let client = reqwest::blocking::Client::new();
+    let health: Value = client.get(format!("{}/healthz", daemon.url)).send().unwrap().json().unwrap();
+    assert_eq!(health["status"], "ok", "{health}");
+    for (n, hash) in &acknowledged {
+        assert!(registry["burst"]["hashes"].get(hash).is_some(), "revision {n} acknowledged but lost");
+        let tagged: Value =
+            client.get(format!("{}/strategies/modules/burst:t{n}", daemon.url)).send().unwrap().json().unwrap();
+        assert_eq!(&tagged["hash"], hash, "tag t{n} acknowledged but lost");
+    }
+}
