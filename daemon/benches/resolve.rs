@@ -16,6 +16,9 @@ use strata_daemon::metrics::Metrics;
 use strata_daemon::registry::{Registry, RegistryOptions, Resolved};
 use strata_daemon::store::Store;
 
+/// Builds one selector form from (name, `sha256:<hex>`, primary tag).
+type Form = fn(&str, &str, &str) -> String;
+
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
@@ -41,7 +44,7 @@ fn resolve(c: &mut Criterion) {
 
     // One revision per strategy, spread over the registry.
     let picks: Vec<_> = generated.revisions.iter().step_by(revisions).collect();
-    let forms: [(&str, fn(&str, &str, &str) -> String); 5] = [
+    let forms: [(&str, Form); 5] = [
         ("name", |name, _, _| name.to_owned()),
         ("name_tag", |name, _, tag| format!("{name}:{tag}")),
         ("name_at_hash", |name, hash, _| format!("{name}@{hash}")),

@@ -23,6 +23,8 @@ pub struct Daemon {
 
 #[derive(Debug)]
 struct Inner {
+    /// Set once the first load (and the demo seed, if any) has finished.
+    ready: std::sync::atomic::AtomicBool,
     config: Config,
     metrics: Metrics,
     store: Arc<Store>,
@@ -30,6 +32,11 @@ struct Inner {
 }
 
 impl Daemon {
+    /// Whether start-up work (first load, demo seed) has finished.
+    pub fn is_ready(&self) -> bool {
+        self.inner.ready.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     /// The configuration it started with.
     pub fn config(&self) -> &Config {
         &self.inner.config
@@ -101,8 +108,9 @@ impl Running {
     }
 
     /// Stops accepting connections, finishes in-flight requests and returns.
-    pub async fn shutdown(mut self) {
-        self.wait_loaded().await;
+    /// A first load still running is abandoned (it only reads; the process
+    /// exits without waiting for it).
+    pub async fn shutdown(self) {
         let _ = self.shutdown.send(());
         let _ = self.server.await;
     }
@@ -139,7 +147,7 @@ pub async fn boot(config: Config, listener: TcpListener) -> Result<Running, Boot
         store.clone(),
         metrics.clone(),
     );
-    let daemon = Daemon { inner: Arc::new(Inner { config, metrics, store, registry }) };
+    let daemon = Daemon { inner: Arc::new(Inner { ready: Default::default(), config, metrics, store, registry }) };
 
     let addr = listener.local_addr().map_err(BootError::Listener)?;
     let (shutdown, stop) = oneshot::channel::<()>();
@@ -165,6 +173,7 @@ pub async fn boot(config: Config, listener: TcpListener) -> Result<Running, Boot
                     Err(e) => tracing::error!(error = %e, "demo seed panicked"),
                 }
             }
+            daemon.inner.ready.store(true, std::sync::atomic::Ordering::Release);
         }
     });
     Ok(Running { daemon, addr, shutdown, server, loader: Some(loader) })

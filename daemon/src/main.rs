@@ -50,7 +50,7 @@ fn main() -> anyhow::Result<()> {
     config.demo |= cli.demo;
 
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    runtime.block_on(async move {
+    let served = runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -60,7 +60,11 @@ fn main() -> anyhow::Result<()> {
         let running = strata_daemon::boot(config, listener).await?;
         running.run_until(shutdown_signal()).await;
         anyhow::Ok(())
-    })
+    });
+    // Do not wait for blocking work that outlived the server (a first load
+    // interrupted by a signal).
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    served
 }
 
 /// Completes on SIGINT or SIGTERM.

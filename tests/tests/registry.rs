@@ -103,7 +103,7 @@ async fn identical_bytes_create_no_new_revision_and_upload_by_put_checks_the_nam
     let d = TestDaemon::start().await;
     let first = d.upload(&module("gamma", 1), "v1").await;
     let (status, body) = d.post("/strategies/modules", json!({"source": module("gamma", 1), "tag": "again"})).await;
-    assert_eq!(status, StatusCode::OK);
+    assert_eq!(status, StatusCode::CREATED);
     assert_eq!(body["created"], false);
     assert_eq!(body["hash"], first.as_str());
     let (_, body) = d.get("/strategies/modules?strategy=gamma").await;
@@ -179,6 +179,8 @@ async fn bad_input_gets_precise_status_codes() {
         ("GET", "/strategies/modules/a@b@c", StatusCode::BAD_REQUEST),
         ("GET", "/strategies/Alpha", StatusCode::BAD_REQUEST),
         ("GET", "/strategies/modules?limit=abc", StatusCode::BAD_REQUEST),
+        ("GET", "/strategies/modules?bogus=1", StatusCode::BAD_REQUEST),
+        ("GET", "/strategies/registry?bogus=1", StatusCode::BAD_REQUEST),
         ("GET", "/strategies/modules?hash=zz", StatusCode::BAD_REQUEST),
         ("GET", "/strategies/registry?format=xml", StatusCode::BAD_REQUEST),
         ("GET", "/no/such/route", StatusCode::NOT_FOUND),
@@ -190,6 +192,9 @@ async fn bad_input_gets_precise_status_codes() {
     for (method, path, expected) in cases {
         let (status, body) = d.call(method.parse().unwrap(), path, None).await;
         assert_eq!(status, *expected, "{method} {path}: {body}");
+        if path.contains("bogus") || path.contains("limit=abc") {
+            assert!(body["error"].as_str().unwrap().starts_with("invalid query string"), "{path}: {body}");
+        }
         assert_eq!(body["status"], "error", "{method} {path}: {body}");
         assert!(body["error"].is_string());
     }
@@ -207,8 +212,12 @@ async fn bad_input_gets_precise_status_codes() {
     assert_eq!(response.status(), StatusCode::BAD_REQUEST, "source is required");
     let (status, body) = d.post("/strategies/modules", json!({"source": module("zeta", 1)})).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "no tag anywhere: {body}");
-    let (status, _) = d.post("/strategies/modules", json!({"source": module("zeta", 1), "tag": "a..b"})).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
+    for tag in ["a..b", "latest"] {
+        let (status, body) = d.post("/strategies/modules", json!({"source": module("zeta", 1), "tag": tag})).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{tag}: {body}");
+    }
+    let (status, _) = d.put("/strategies/modules/zeta:v1", json!({"source": module("zeta", 1), "tag": "v2"})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "a body tag that contradicts the path tag");
     let (status, _) = d.put("/strategies/modules/alpha/tags/v2", json!({"hash": "sha256:zz"})).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 
@@ -384,4 +393,23 @@ async fn health_metrics_and_csv_export() {
         r#"strata_http_request_duration_seconds_count{method="GET",route="/strategies/registry",status="200"}"#
     ));
     assert!(!metrics.contains("route=\"/strategies/modules/csv"), "routes are labelled by template, never raw path");
+}
+
+#[tokio::test]
+async fn an_unreadable_registry_json_is_reported_and_never_overwritten() {
+    let d = TestDaemon::start().await;
+    d.upload(&module("kept", 1), "v1").await;
+    let broken = b"{ \"kept\": ";
+    let d = d.restart_with(|dir| std::fs::write(dir.join("strategies/registry.json"), broken).unwrap()).await;
+
+    let (status, health) = d.get("/healthz").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(health["status"], "degraded", "{health}");
+    assert!(health["errors"][0]["message"].as_str().unwrap().contains("registry.json"));
+    assert_eq!(d.metric("strata_registry_load_errors").await, 1.0);
+    let (status, _) = d.get("/strategies").await;
+    assert_eq!(status, StatusCode::OK, "reads keep working");
+    let (status, body) = d.post("/strategies/modules", json!({"source": module("other", 1), "tag": "v1"})).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(std::fs::read(d.strategies_dir().join("registry.json")).unwrap(), broken, "never overwritten");
 }

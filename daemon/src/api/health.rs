@@ -30,7 +30,7 @@ async fn healthz(daemon: Daemon) -> ApiResult {
         done: progress.done.load(Ordering::Relaxed),
         compiled: progress.compiled.load(Ordering::Relaxed),
     };
-    if !registry.is_loaded() {
+    if !daemon.is_ready() {
         let health = Health { status: "loading".into(), errors: vec![], progress: Some(progress), error: None };
         return Ok(json_reply(StatusCode::OK, &health));
     }

@@ -99,6 +99,16 @@ where
     Ok(collected.freeze())
 }
 
+/// The query string decoded into `T`. A malformed one becomes a 400 inside the
+/// handler, not a rejection: a rejection would let the request fall through
+/// to a later route (`/strategies/modules?limit=x` to `/strategies/{name}`).
+fn query<T: DeserializeOwned + Send + 'static>()
+-> impl Filter<Extract = (Result<T, ApiError>,), Error = Infallible> + Clone {
+    warp::query::raw().or(warp::any().map(String::new)).unify().map(|raw: String| {
+        serde_urlencoded::from_str::<T>(&raw).map_err(|e| ApiError::bad_request(format!("invalid query string: {e}")))
+    })
+}
+
 /// Decodes a JSON body, answering 400 with serde's message on failure.
 fn json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))

@@ -17,7 +17,7 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::{Filter, Reply};
 
-use super::{ApiError, ApiResult, body, json, json_reply, route, segment, with_daemon};
+use super::{ApiError, ApiResult, body, json, json_reply, query, route, segment, with_daemon};
 use crate::daemon::Daemon;
 use crate::registry::{RegistryState, Revision, Strategy, Upload};
 
@@ -27,13 +27,10 @@ pub(super) fn routes(daemon: &Daemon) -> BoxedFilter<(Response,)> {
     let export = warp::path!("strategies" / "registry")
         .and(warp::get())
         .and(d())
-        .and(warp::query::<ExportQuery>())
+        .and(query::<ExportQuery>())
         .then(export_registry);
-    let list_modules = warp::path!("strategies" / "modules")
-        .and(warp::get())
-        .and(d())
-        .and(warp::query::<ModulesQuery>())
-        .map(list_modules);
+    let list_modules =
+        warp::path!("strategies" / "modules").and(warp::get()).and(d()).and(query::<ModulesQuery>()).map(list_modules);
     let create = warp::path!("strategies" / "modules")
         .and(warp::post())
         .and(d())
@@ -54,7 +51,7 @@ pub(super) fn routes(daemon: &Daemon) -> BoxedFilter<(Response,)> {
     let delete_tag = warp::path!("strategies" / "modules" / String / "tags" / String)
         .and(warp::delete())
         .and(d())
-        .and(warp::query::<DeleteTagQuery>())
+        .and(query::<DeleteTagQuery>())
         .then(delete_tag);
     let get_strategy = warp::path!("strategies" / String).and(warp::get()).and(d()).map(get_strategy);
 
@@ -152,8 +149,15 @@ fn get_strategy(name: String, daemon: Daemon) -> ApiResult {
     ensure_loaded(&daemon)?;
     let name = segment(&name)?;
     validate_name(&name)?;
-    let info = daemon.registry().read(|state| state.strategy(&name).and_then(|s| strategy_info(&name, s)));
-    let info = info.ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("unknown strategy \"{name}\"")))?;
+    let info = daemon.registry().read(|state| state.strategy(&name).map(|s| strategy_info(&name, s)));
+    let info = match info {
+        Some(Some(info)) => info,
+        Some(None) => {
+            let message = format!("strategy \"{name}\" has no loaded revision tagged latest; see /strategies/registry");
+            return Err(ApiError::new(StatusCode::NOT_FOUND, message));
+        }
+        None => return Err(ApiError::new(StatusCode::NOT_FOUND, format!("unknown strategy \"{name}\""))),
+    };
     Ok(json_reply(StatusCode::OK, &info))
 }
 
@@ -174,8 +178,9 @@ pub(super) fn page_limit(limit: Option<usize>) -> usize {
     limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT)
 }
 
-fn list_modules(daemon: Daemon, query: ModulesQuery) -> ApiResult {
+fn list_modules(daemon: Daemon, query: Result<ModulesQuery, ApiError>) -> ApiResult {
     ensure_loaded(&daemon)?;
+    let query = query?;
     let registry = daemon.registry();
     let limit = page_limit(query.limit);
     if let Some(name) = &query.strategy {
@@ -262,7 +267,6 @@ fn get_module(selector: String, daemon: Daemon) -> ApiResult {
             links: BTreeMap::from([
                 ("self".to_owned(), format!("/strategies/modules/{pinned}")),
                 ("source".to_owned(), format!("/strategies/modules/{pinned}/source")),
-                ("usage".to_owned(), format!("/strategies/modules/{pinned}/usage")),
                 ("strategy".to_owned(), format!("/strategies/{name}")),
             ]),
         })
@@ -295,6 +299,13 @@ async fn upload(daemon: Daemon, selector: Option<String>, body: bytes::Bytes) ->
             }
         },
     };
+    if let (Some(body_tag), Some(path_tag)) = (&request.tag, &path_tag)
+        && body_tag != path_tag
+    {
+        return Err(ApiError::bad_request(format!(
+            "tag \"{body_tag}\" in the body contradicts \"{path_tag}\" in the path"
+        )));
+    }
     let upload = Upload {
         source: request.source,
         tag: request.tag.or(path_tag),
@@ -303,10 +314,10 @@ async fn upload(daemon: Daemon, selector: Option<String>, body: bytes::Bytes) ->
         expected_strategy,
     };
     let uploaded = daemon.blocking(move |d| d.registry().upload(upload)).await??;
-    let status = if uploaded.created { StatusCode::CREATED } else { StatusCode::OK };
+    // SPEC §3: an upload answers 201; `created` says whether the bytes were new.
     let response =
         UploadResponse { name: uploaded.strategy, hash: uploaded.hash, tag: uploaded.tag, created: uploaded.created };
-    Ok(json_reply(status, &response))
+    Ok(json_reply(StatusCode::CREATED, &response))
 }
 
 async fn delete_module(selector: String, daemon: Daemon) -> ApiResult {
@@ -344,8 +355,9 @@ struct DeleteTagQuery {
     allow_orphan: bool,
 }
 
-async fn delete_tag(name: String, tag: String, daemon: Daemon, query: DeleteTagQuery) -> ApiResult {
+async fn delete_tag(name: String, tag: String, daemon: Daemon, query: Result<DeleteTagQuery, ApiError>) -> ApiResult {
     ensure_loaded(&daemon)?;
+    let query = query?;
     let (name, tag) = (segment(&name)?, segment(&tag)?);
     let changed = daemon.blocking(move |d| d.registry().delete_tag(&name, &tag, query.allow_orphan)).await??;
     let response = TagResponse {
@@ -391,8 +403,9 @@ fn usage_entries(state: &RegistryState) -> Vec<UsageEntry> {
         .collect()
 }
 
-async fn export_registry(daemon: Daemon, query: ExportQuery) -> ApiResult {
+async fn export_registry(daemon: Daemon, query: Result<ExportQuery, ApiError>) -> ApiResult {
     ensure_loaded(&daemon)?;
+    let query = query?;
     match query.format.as_deref() {
         None | Some("json") => {
             let registry = daemon.blocking(|d| d.registry().document()).await?;

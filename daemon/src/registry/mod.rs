@@ -278,9 +278,12 @@ impl Registry {
             self.metadata.lock().extend(cached);
         }
         let mut writer = self.writer.lock();
-        let report = self.reload_locked(&mut writer)?;
+        let report = self.reload_locked(&mut writer);
+        // Loaded even when the document is unreadable: the daemon serves what
+        // it has (nothing, at first) and reports the error, rather than
+        // answering "loading" forever.
         self.loaded.store(true, Ordering::Release);
-        Ok(report)
+        report
     }
 
     /// Reads the document and rebuilds every strategy. Caller holds the writer lock.
@@ -300,19 +303,19 @@ impl Registry {
                 let message = format!("{REGISTRY_FILE} is not valid JSON: {e}");
                 tracing::error!("{message}");
                 *writer = DocState { doc: None, fingerprint: Some(fingerprint), unreadable: Some(message) };
-                self.refresh_gauges();
+                self.refresh_gauges(writer);
                 return Err(RegistryError::Unavailable(writer.unreadable.clone().unwrap_or_default()));
             }
         };
         let report = load::rebuild_all(self, &doc);
         *writer = DocState { doc: Some(doc), fingerprint: Some(fingerprint), unreadable: None };
-        self.refresh_gauges();
+        self.refresh_gauges(writer);
         Ok(report)
     }
 
-    fn refresh_gauges(&self) {
+    fn refresh_gauges(&self, writer: &DocState) {
         let (revisions, errors) = self.read(|s| (s.revision_count(), s.errors().count()));
-        let unreadable = usize::from(self.writer.try_lock().is_some_and(|w| w.unreadable.is_some()));
+        let unreadable = usize::from(writer.unreadable.is_some());
         self.metrics.revisions_loaded.set(revisions as i64);
         self.metrics.registry_load_errors.set((errors + unreadable) as i64);
     }
@@ -357,7 +360,7 @@ impl Registry {
         writer.doc = Some(doc);
         writer.fingerprint = Some(RevisionHash::of(&bytes));
         load::rebuild_one(self, strategy, entry.as_ref());
-        self.refresh_gauges();
+        self.refresh_gauges(writer);
         Ok(())
     }
 
@@ -402,11 +405,13 @@ impl Registry {
     /// Adds a revision (or re-tags identical bytes) and moves its tags.
     pub fn upload(&self, upload: Upload) -> Result<Uploaded, RegistryError> {
         let tag_error = |e: names::NameError| RegistryError::BadRequest(e.to_string());
-        if let Some(tag) = &upload.tag {
+        for tag in upload.tag.iter().chain(&upload.aliases) {
             names::validate_tag(tag).map_err(tag_error)?;
-        }
-        for alias in &upload.aliases {
-            names::validate_tag(alias).map_err(tag_error)?;
+            if tag == LATEST_TAG {
+                return Err(RegistryError::BadRequest(
+                    "latest moves by itself (see promoteLatest); give the revision a version tag".into(),
+                ));
+            }
         }
         let (hash, metadata, compiled) = self.inspect(upload.source.as_bytes())?;
         let strategy = metadata.name.clone();
@@ -429,6 +434,9 @@ impl Registry {
                 "a tag is required: give \"tag\" in the request or metadata.tag in the module".into(),
             )
         })?;
+        if tag == LATEST_TAG {
+            return Err(RegistryError::BadRequest("metadata.tag must be a version tag, not latest".into()));
+        }
 
         let mut writer = self.lock_writer()?;
         let doc = writer.doc.clone().unwrap_or_default();
