@@ -32,6 +32,84 @@ pub struct Config {
     pub load_threads: Option<usize>,
     /// Sandbox limits for JavaScript.
     pub js: JsConfig,
+    /// How instances run.
+    pub runtime: RuntimeConfig,
+    /// Market venues (`[[providers]]`); by default one simulated venue
+    /// named `sim` trading `BTC-USDT` and `ETH-USDT`.
+    pub providers: Vec<ProviderConfig>,
+}
+
+/// How instances run.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "snake_case")]
+pub struct RuntimeConfig {
+    /// Threads running JavaScript (default: one per core).
+    pub workers: Option<usize>,
+    /// Events queued per instance before its oldest market events are dropped.
+    pub queue_capacity: usize,
+    /// Longest `helpers.sleep`, in milliseconds.
+    pub sleep_cap_ms: u64,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self { workers: None, queue_capacity: 1024, sleep_cap_ms: 5_000 }
+    }
+}
+
+/// One market venue.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct ProviderConfig {
+    /// Name, the key of an instance's `scope`.
+    pub name: String,
+    /// Kind; only `sim` (the simulated venue) exists today.
+    #[serde(default = "default_provider_kind")]
+    pub kind: String,
+    /// Symbols traded (default `BTC-USDT`, `ETH-USDT`).
+    #[serde(default)]
+    pub symbols: Vec<String>,
+    /// Seed of the simulated market (same seed, same prices).
+    pub seed: Option<u64>,
+    /// Simulated trades per second per symbol (default 5).
+    pub trades_per_sec: Option<f64>,
+    /// Simulated tickers per second per symbol (default 1).
+    pub tickers_per_sec: Option<f64>,
+    /// Simulated book snapshots per second per symbol (default 1).
+    pub books_per_sec: Option<f64>,
+}
+
+fn default_provider_kind() -> String {
+    "sim".into()
+}
+
+impl ProviderConfig {
+    /// The default venue: `sim` with the simulated defaults.
+    pub fn default_sim() -> Self {
+        Self {
+            name: "sim".into(),
+            kind: default_provider_kind(),
+            symbols: Vec::new(),
+            seed: None,
+            trades_per_sec: None,
+            tickers_per_sec: None,
+            books_per_sec: None,
+        }
+    }
+
+    /// The simulated venue's settings, defaults filled in.
+    pub fn sim_config(&self) -> crate::venue::sim::SimConfig {
+        let defaults = crate::venue::sim::SimConfig::default();
+        crate::venue::sim::SimConfig {
+            name: self.name.clone(),
+            symbols: if self.symbols.is_empty() { defaults.symbols.clone() } else { self.symbols.clone() },
+            seed: self.seed.unwrap_or(defaults.seed),
+            trades_per_sec: self.trades_per_sec.unwrap_or(defaults.trades_per_sec),
+            tickers_per_sec: self.tickers_per_sec.unwrap_or(defaults.tickers_per_sec),
+            books_per_sec: self.books_per_sec.unwrap_or(defaults.books_per_sec),
+            ..defaults
+        }
+    }
 }
 
 /// JavaScript sandbox limits.
@@ -57,6 +135,8 @@ impl Default for Config {
             resolver_cache_capacity: 100_000,
             load_threads: None,
             js: JsConfig::default(),
+            runtime: RuntimeConfig::default(),
+            providers: vec![ProviderConfig::default_sim()],
         }
     }
 }
@@ -106,6 +186,23 @@ impl Config {
             let parent = self.strategies_dir.parent().filter(|p| !p.as_os_str().is_empty());
             parent.unwrap_or(Path::new(".")).join("data")
         })
+    }
+
+    /// Checks what serde cannot: provider kinds and unique names.
+    pub fn validate(&self) -> Result<(), String> {
+        let mut names = std::collections::BTreeSet::new();
+        for provider in &self.providers {
+            if provider.kind != "sim" {
+                return Err(format!(
+                    "provider \"{}\": unknown kind \"{}\" (only \"sim\" exists)",
+                    provider.name, provider.kind
+                ));
+            }
+            if !names.insert(&provider.name) {
+                return Err(format!("provider name \"{}\" is used twice", provider.name));
+            }
+        }
+        Ok(())
     }
 
     /// The sandbox limits as the JS engine takes them.

@@ -9,10 +9,13 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
+use crate::instances::{InstanceOptions, Instances, LateSink};
 use crate::metrics::Metrics;
 use crate::registry::{Registry, RegistryOptions};
 use crate::store::{Store, StoreError};
-use crate::{api, demo};
+use crate::venue::Provider;
+use crate::venue::sim::SimVenue;
+use crate::{api, demo, instances};
 
 /// A cheap-to-clone handle on the running daemon's state. Everything the API
 /// needs goes through its methods; none of them hands out a lock.
@@ -28,7 +31,8 @@ struct Inner {
     config: Config,
     metrics: Metrics,
     store: Arc<Store>,
-    registry: Registry,
+    registry: Arc<Registry>,
+    instances: Arc<Instances>,
 }
 
 impl Daemon {
@@ -55,6 +59,11 @@ impl Daemon {
     /// The strategy registry.
     pub fn registry(&self) -> &Registry {
         &self.inner.registry
+    }
+
+    /// The instance manager.
+    pub fn instances(&self) -> &Instances {
+        &self.inner.instances
     }
 
     /// Runs synchronous work (file I/O, fsync, SQLite, QuickJS) on the
@@ -85,6 +94,9 @@ pub enum BootError {
     /// The listener's address could not be read.
     #[error("listener has no local address: {0}")]
     Listener(std::io::Error),
+    /// The configuration is inconsistent.
+    #[error("invalid configuration: {0}")]
+    Config(String),
 }
 
 /// A started daemon: its handle, its address, and what stops it.
@@ -97,6 +109,7 @@ pub struct Running {
     shutdown: oneshot::Sender<()>,
     server: JoinHandle<()>,
     loader: Option<JoinHandle<()>>,
+    background: Vec<JoinHandle<()>>,
 }
 
 impl Running {
@@ -113,6 +126,12 @@ impl Running {
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(());
         let _ = self.server.await;
+        for task in &self.background {
+            task.abort();
+        }
+        // Stop every runtime without recording it: instances that were
+        // running start again at the next boot.
+        let _ = self.daemon.blocking(|d| d.instances().shutdown()).await;
     }
 
     /// Serves until `signal` completes, then shuts down gracefully.
@@ -124,17 +143,19 @@ impl Running {
 }
 
 /// Starts the daemon on `listener`. The start-up order, top to bottom:
-/// directories, database, metrics, registry, HTTP server, then the registry
-/// load in the background (so `/healthz` can report its progress), then the
+/// directories, database, metrics, registry, venues, instance manager, HTTP
+/// server; then in the background (so `/healthz` can report progress) the
+/// registry load, the restore of every instance on its pinned hash, and the
 /// demo seed when asked for.
 pub async fn boot(config: Config, listener: TcpListener) -> Result<Running, BootError> {
+    config.validate().map_err(BootError::Config)?;
     let data_dir = config.data_dir();
     for dir in [&config.strategies_dir, &data_dir] {
         std::fs::create_dir_all(dir).map_err(|source| BootError::CreateDir { path: dir.clone(), source })?;
     }
     let store = Arc::new(Store::open(&data_dir)?);
     let metrics = Metrics::new();
-    let registry = Registry::new(
+    let registry = Arc::new(Registry::new(
         RegistryOptions {
             root: config.strategies_dir.clone(),
             js_limits: config.js_limits(),
@@ -146,8 +167,34 @@ pub async fn boot(config: Config, listener: TcpListener) -> Result<Running, Boot
         },
         store.clone(),
         metrics.clone(),
+    ));
+
+    // Venues deliver order reports to the instance manager, which needs the
+    // venues: the sink is bound once the manager exists.
+    let sink = Arc::new(LateSink::default());
+    let venues: Vec<Arc<SimVenue>> =
+        config.providers.iter().map(|p| SimVenue::new(p.sim_config(), sink.clone())).collect();
+    let providers: Vec<Arc<dyn Provider>> = venues.iter().map(|v| v.clone() as Arc<dyn Provider>).collect();
+    let instances = Instances::new(
+        registry.clone(),
+        store.clone(),
+        providers,
+        InstanceOptions {
+            js_limits: config.js_limits(),
+            sleep_cap: std::time::Duration::from_millis(config.runtime.sleep_cap_ms),
+            queue_capacity: config.runtime.queue_capacity,
+            workers: config
+                .runtime
+                .workers
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
+        },
     );
-    let daemon = Daemon { inner: Arc::new(Inner { ready: Default::default(), config, metrics, store, registry }) };
+    sink.bind(&instances);
+    let mut background = instances::spawn_fanout(&instances);
+    background.extend(venues.iter().map(|venue| venue.spawn()));
+
+    let daemon =
+        Daemon { inner: Arc::new(Inner { ready: Default::default(), config, metrics, store, registry, instances }) };
 
     let addr = listener.local_addr().map_err(BootError::Listener)?;
     let (shutdown, stop) = oneshot::channel::<()>();
@@ -165,8 +212,13 @@ pub async fn boot(config: Config, listener: TcpListener) -> Result<Running, Boot
                 Ok(Err(e)) => tracing::error!(error = %e, "registry load failed"),
                 Err(e) => tracing::error!(error = %e, "registry load panicked"),
             }
+            match daemon.blocking(|d| d.instances().restore()).await {
+                Ok(Ok(count)) => tracing::info!(instances = count, "instances restored"),
+                Ok(Err(e)) => tracing::error!(error = %e, "instances could not be restored"),
+                Err(e) => tracing::error!(error = %e, "instance restore panicked"),
+            }
             if daemon.config().demo {
-                match daemon.blocking(|d| demo::seed(d.registry())).await {
+                match daemon.blocking(|d| demo::seed(d.registry(), d.instances())).await {
                     Ok(Ok(seeded)) if seeded > 0 => tracing::info!(revisions = seeded, "demo strategies seeded"),
                     Ok(Ok(_)) => tracing::info!("registry not empty; demo seed skipped"),
                     Ok(Err(e)) => tracing::error!(error = %e, "demo seed failed"),
@@ -176,5 +228,5 @@ pub async fn boot(config: Config, listener: TcpListener) -> Result<Running, Boot
             daemon.inner.ready.store(true, std::sync::atomic::Ordering::Release);
         }
     });
-    Ok(Running { daemon, addr, shutdown, server, loader: Some(loader) })
+    Ok(Running { daemon, addr, shutdown, server, loader: Some(loader), background })
 }

@@ -13,10 +13,13 @@ pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod fixtures;
+pub mod instances;
 pub mod js;
 pub mod metrics;
 pub mod registry;
+pub mod runtime;
 pub mod store;
+pub mod venue;
 
 pub use config::Config;
 pub use daemon::{BootError, Daemon, Running, boot};

@@ -140,3 +140,57 @@ fn kill_9_during_a_burst_of_uploads_loses_no_acknowledged_revision() {
         assert_eq!(&tagged["hash"], hash, "tag t{n} acknowledged but lost");
     }
 }
+
+#[test]
+fn kill_9_during_a_burst_of_creates_loses_no_acknowledged_instance() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(dir.path());
+    let client = reqwest::blocking::Client::new();
+    let upload = client
+        .post(format!("{}/strategies/modules", daemon.url))
+        .json(&json!({"source": module(0), "tag": "v0"}))
+        .send()
+        .unwrap();
+    assert!(upload.status().is_success());
+    let hash = upload.json::<Value>().unwrap()["hash"].as_str().unwrap().to_owned();
+
+    let acknowledged = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let (url, acknowledged) = (daemon.url.clone(), acknowledged.clone());
+            std::thread::spawn(move || {
+                let client = reqwest::blocking::Client::new();
+                for i in 0..500 {
+                    let id = format!("i-{w}-{i}");
+                    let body = json!({"id": id, "strategy": {"identifier": "burst"},
+                                      "scope": {"sim": {"symbols": ["BTC-USDT"]}}, "autoStart": i % 2 == 0});
+                    match client.post(format!("{url}/strategy/instances")).json(&body).send() {
+                        Ok(r) if r.status().is_success() => acknowledged.lock().unwrap().push((id, i % 2 == 0)),
+                        _ => break,
+                    }
+                }
+            })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while acknowledged.lock().unwrap().len() < 60 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut daemon = daemon;
+    daemon.child.kill().unwrap();
+    daemon.child.wait().unwrap();
+    for writer in writers {
+        writer.join().unwrap();
+    }
+    drop(daemon);
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    assert!(acknowledged.len() >= 60);
+
+    let daemon = Daemon::start(dir.path());
+    for (id, started) in &acknowledged {
+        let view: Value = client.get(format!("{}/strategy/instances/{id}", daemon.url)).send().unwrap().json().unwrap();
+        assert_eq!(view["strategy"]["hash"], hash.as_str(), "instance {id} acknowledged but lost: {view}");
+        let expected = if *started { "running" } else { "stopped" };
+        assert_eq!(view["state"], expected, "{id}: {view}");
+    }
+}

@@ -37,12 +37,34 @@ pub struct ErrorBody {
     /// Matching selectors when a hash prefix is ambiguous (400 only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub candidates: Vec<String>,
+    /// Who uses what, when a delete is refused because of it (409 only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub usage: Vec<RevisionUsage>,
+}
+
+/// Instances referencing one revision (in a 409 answer to a delete).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RevisionUsage {
+    /// The revision.
+    pub hash: RevisionHash,
+    /// How many instances (running or stopped) are pinned to it.
+    pub count: usize,
+    /// Their ids.
+    pub instances: Vec<String>,
 }
 
 impl ErrorBody {
     /// A plain error answer.
     pub fn new(error: impl Into<String>) -> Self {
-        Self { status: "error".into(), error: error.into(), message: None, diagnostics: vec![], candidates: vec![] }
+        Self {
+            status: "error".into(),
+            error: error.into(),
+            message: None,
+            diagnostics: vec![],
+            candidates: vec![],
+            usage: vec![],
+        }
     }
 }
 
@@ -302,4 +324,180 @@ pub struct Health {
     /// Why the store is unusable (503 only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+/// The symbols an instance trades on one provider.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ScopeEntry {
+    /// Symbols, e.g. `["BTC-USDT"]`.
+    pub symbols: Vec<String>,
+}
+
+/// The `strategy` part of an instance create request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StrategyRef {
+    /// Any selector: `name`, `name:tag`, `name@sha256:<hex>`, a hash…
+    pub identifier: String,
+    /// Config, validated against the revision's schema.
+    #[serde(default)]
+    pub config: serde_json::Map<String, serde_json::Value>,
+}
+
+/// `POST /strategy/instances`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateInstanceRequest {
+    /// Instance id: `[A-Za-z0-9._-]{1,128}`.
+    pub id: String,
+    /// What to run.
+    pub strategy: StrategyRef,
+    /// Provider name → symbols.
+    pub scope: BTreeMap<String, ScopeEntry>,
+    /// Start right away (default false).
+    #[serde(default)]
+    pub auto_start: bool,
+}
+
+/// The `strategy` part of an instance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceStrategy {
+    /// Strategy name.
+    pub identifier: String,
+    /// The selector as typed at creation (or by the last re-pin).
+    pub selector: String,
+    /// The pinned revision.
+    pub hash: RevisionHash,
+    /// The pinned revision's primary tag (`null` if the revision is gone).
+    pub tag: Option<String>,
+    /// Config with defaults filled in.
+    pub config: serde_json::Map<String, serde_json::Value>,
+}
+
+/// An instance's counters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CountersView {
+    /// Events handed to the strategy.
+    pub events_delivered: u64,
+    /// Market events dropped because the instance fell behind.
+    pub events_dropped: u64,
+    /// Handler calls that threw.
+    pub handler_errors: u64,
+    /// Orders submitted (dry-run ones included).
+    pub orders_submitted: u64,
+    /// Orders filled.
+    pub orders_filled: u64,
+    /// When the last event was delivered.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_event_at: Option<OffsetDateTime>,
+}
+
+/// Lifecycle states (SPEC §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum InstanceState {
+    /// Not running.
+    Stopped,
+    /// Building its runtime.
+    Starting,
+    /// Handling events.
+    Running,
+    /// Shutting its runtime down.
+    Stopping,
+    /// Stopped by an error (see `lastError`).
+    Failed,
+}
+
+impl InstanceState {
+    /// The lowercase name used in JSON and filters.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InstanceState::Stopped => "stopped",
+            InstanceState::Starting => "starting",
+            InstanceState::Running => "running",
+            InstanceState::Stopping => "stopping",
+            InstanceState::Failed => "failed",
+        }
+    }
+}
+
+/// One instance (SPEC §3).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceView {
+    /// Instance id.
+    pub id: String,
+    /// What it runs.
+    pub strategy: InstanceStrategy,
+    /// Provider name → symbols.
+    pub scope: BTreeMap<String, ScopeEntry>,
+    /// Lifecycle state.
+    pub state: InstanceState,
+    /// Why it failed, if it did.
+    pub last_error: Option<String>,
+    /// Whether its selector now resolves to another hash.
+    pub drift: bool,
+    /// What its selector resolves to now (`null` when it no longer resolves).
+    pub resolves_to: Option<RevisionHash>,
+    /// Counters.
+    pub counters: CountersView,
+    /// When it was created.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// When it last started.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub started_at: Option<OffsetDateTime>,
+    /// `self`, `usage`, `module`, `logs`.
+    pub links: Links,
+}
+
+/// `GET /strategy/instances`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InstancesPage {
+    /// This page.
+    pub instances: Vec<InstanceView>,
+    /// Matches before paging.
+    pub total: usize,
+    /// Index of the first item of the page.
+    pub offset: usize,
+    /// Page size used.
+    pub limit: usize,
+}
+
+/// `PUT /strategy/instances/{id}`: the new config (a full spec is accepted
+/// but only `config` may differ from the stored one).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UpdateInstanceRequest {
+    /// The new config.
+    #[serde(default)]
+    pub config: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Must match the stored spec if given.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// Must match the stored spec (selector and config) if given.
+    #[serde(default)]
+    pub strategy: Option<serde_json::Value>,
+    /// Must match the stored spec if given.
+    #[serde(default)]
+    pub scope: Option<BTreeMap<String, ScopeEntry>>,
+    /// Accepted and ignored (a create-time option).
+    #[serde(default)]
+    pub auto_start: Option<bool>,
+}
+
+/// One provider in `GET /providers`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProviderInfo {
+    /// Name (the key of an instance's scope).
+    pub name: String,
+    /// Kind, e.g. `sim` (simulated).
+    pub kind: String,
+    /// Symbols it trades.
+    pub symbols: Vec<String>,
 }

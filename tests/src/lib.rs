@@ -22,9 +22,15 @@ pub struct TestDaemon {
 impl TestDaemon {
     /// Starts a daemon on fresh temporary directories.
     pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts a daemon on fresh temporary directories after `configure` has
+    /// adjusted its configuration.
+    pub async fn start_with(configure: impl FnOnce(&mut Config)) -> Self {
         let temp = tempfile::tempdir().expect("temp dir");
         let dir = temp.path().to_path_buf();
-        let mut daemon = Self::start_in(&dir, |_| {}).await;
+        let mut daemon = Self::start_in(&dir, configure).await;
         daemon._temp = Some(temp);
         daemon
     }

@@ -71,6 +71,11 @@ impl From<RegistryError> for ApiError {
                 error.body.diagnostics = diagnostics;
                 error
             }
+            RegistryError::InUse { message, usage } => {
+                let mut error = Self::new(StatusCode::CONFLICT, message);
+                error.body.usage = usage;
+                error
+            }
             RegistryError::Unavailable(m) => Self::new(StatusCode::SERVICE_UNAVAILABLE, m),
             RegistryError::Resolve(e) => e.into(),
             RegistryError::Io(m) => {

@@ -4,6 +4,7 @@
 
 mod error;
 mod health;
+mod instances;
 mod modules;
 
 use std::convert::Infallible;
@@ -29,7 +30,14 @@ pub async fn serve(daemon: Daemon, listener: TcpListener, shutdown: impl Future<
 
 /// Every route, with the error envelope for anything that matches none.
 pub fn routes(daemon: Daemon) -> BoxedFilter<(Response,)> {
-    health::routes(&daemon).or(modules::routes(&daemon)).unify().recover(error::recover).unify().boxed()
+    health::routes(&daemon)
+        .or(modules::routes(&daemon))
+        .unify()
+        .or(instances::routes(&daemon))
+        .unify()
+        .recover(error::recover)
+        .unify()
+        .boxed()
 }
 
 /// The result type of every handler.

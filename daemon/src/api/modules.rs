@@ -7,8 +7,8 @@ use serde::Deserialize;
 use strata_shared::RevisionHash;
 use strata_shared::api::{
     DEFAULT_LIMIT, DeleteResponse, LoadErrorInfo, MAX_LIMIT, ModuleSummary, ModulesPage, RegistryExport, RevisionInfo,
-    RevisionSummary, StrategyInfo, StrategyList, TagMoveRequest, TagResponse, UploadRequest, UploadResponse,
-    UsageEntry,
+    RevisionSummary, RevisionUsage, StrategyInfo, StrategyList, TagMoveRequest, TagResponse, UploadRequest,
+    UploadResponse, UsageEntry,
 };
 use strata_shared::names;
 use strata_shared::selector::Selector;
@@ -19,7 +19,7 @@ use warp::{Filter, Reply};
 
 use super::{ApiError, ApiResult, body, json, json_reply, query, route, segment, with_daemon};
 use crate::daemon::Daemon;
-use crate::registry::{RegistryState, Revision, Strategy, Upload};
+use crate::registry::{RegistryError, RegistryState, Revision, Strategy, Upload};
 
 pub(super) fn routes(daemon: &Daemon) -> BoxedFilter<(Response,)> {
     let d = || with_daemon(daemon);
@@ -323,15 +323,35 @@ async fn upload(daemon: Daemon, selector: Option<String>, body: bytes::Bytes) ->
 async fn delete_module(selector: String, daemon: Daemon) -> ApiResult {
     ensure_loaded(&daemon)?;
     let selector = segment(&selector)?;
-    // No instance can reference a revision until the runtime exists; the guard
-    // is where the usage check plugs in.
-    let deleted = daemon.blocking(move |d| d.registry().delete(&selector, |_, _| Ok(()))).await??;
+    let deleted = daemon
+        .blocking(move |d| d.registry().delete(&selector, |strategy, hashes| refuse_if_used(d, strategy, hashes)))
+        .await??;
     let response = DeleteResponse {
         strategy: deleted.strategy,
         deleted: deleted.hashes,
         strategy_deleted: deleted.strategy_deleted,
     };
     Ok(json_reply(StatusCode::OK, &response))
+}
+
+/// A revision any instance (running or stopped) is pinned to cannot be deleted.
+fn refuse_if_used(daemon: &Daemon, strategy: &str, hashes: &[RevisionHash]) -> Result<(), RegistryError> {
+    let referencing = daemon.instances().referencing(hashes);
+    if referencing.is_empty() {
+        return Ok(());
+    }
+    let usage: Vec<RevisionUsage> = hashes
+        .iter()
+        .filter_map(|hash| {
+            let instances: Vec<String> =
+                referencing.iter().filter(|(_, h)| h == hash).map(|(id, _)| id.clone()).collect();
+            (!instances.is_empty()).then_some(RevisionUsage { hash: *hash, count: instances.len(), instances })
+        })
+        .collect();
+    Err(RegistryError::InUse {
+        message: format!("{} instance(s) of \"{strategy}\" are pinned to what would be deleted", referencing.len()),
+        usage,
+    })
 }
 
 async fn move_tag(name: String, tag: String, daemon: Daemon, body: bytes::Bytes) -> ApiResult {

@@ -117,6 +117,11 @@ impl LogLevel {
 /// (the runtime only runs JS when the host calls into it, so a disarmed
 /// budget between calls costs nothing). The budget counts wall-clock time,
 /// which is CPU time for JS code that can neither block nor do I/O.
+///
+/// A host function that blocks (e.g. a sleep) brackets the wait with
+/// [`CpuBudget::pause`] and [`CpuBudget::resume`] so the wait does not count.
+/// [`CpuBudget::cancel`] makes the interrupt handler stop any JS from then
+/// on, armed or not (used to stop an instance at once).
 #[derive(Debug, Clone)]
 pub struct CpuBudget {
     inner: Arc<BudgetState>,
@@ -129,6 +134,8 @@ struct BudgetState {
     /// Nanoseconds since `origin` plus one at which to interrupt; 0 = disarmed.
     deadline: AtomicU64,
     fired: AtomicBool,
+    /// Set by [`CpuBudget::cancel`]; never cleared.
+    cancelled: AtomicBool,
 }
 
 impl CpuBudget {
@@ -140,6 +147,7 @@ impl CpuBudget {
                 origin: Instant::now(),
                 deadline: AtomicU64::new(0),
                 fired: AtomicBool::new(false),
+                cancelled: AtomicBool::new(false),
             }),
         }
     }
@@ -168,9 +176,44 @@ impl CpuBudget {
         self.inner.fired.load(Ordering::SeqCst)
     }
 
-    /// The interrupt handler's check: true (and [`CpuBudget::fired`] set)
-    /// when armed and past the deadline.
+    /// Disarms the budget and returns the time the current call had left
+    /// (zero if already past its deadline), or `None` if it was not armed.
+    /// Hand the result to [`CpuBudget::resume`].
+    pub fn pause(&self) -> Option<Duration> {
+        let deadline = self.inner.deadline.swap(0, Ordering::SeqCst);
+        if deadline == 0 {
+            return None;
+        }
+        Some(Duration::from_nanos((deadline - 1).saturating_sub(self.elapsed_nanos())))
+    }
+
+    /// Re-arms the budget with `remaining` (from [`CpuBudget::pause`]) from
+    /// now, keeping [`CpuBudget::fired`]; `None` leaves it disarmed.
+    pub fn resume(&self, remaining: Option<Duration>) {
+        if let Some(remaining) = remaining {
+            let deadline = self.elapsed_nanos().saturating_add(nanos(remaining));
+            self.inner.deadline.store(deadline.saturating_add(1), Ordering::SeqCst);
+        }
+    }
+
+    /// Makes the interrupt handler stop any JS running in the runtime, now
+    /// and from now on, whether the budget is armed or not. Cannot be undone;
+    /// [`CpuBudget::fired`] is not set by it.
+    pub fn cancel(&self) {
+        self.inner.cancelled.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether [`CpuBudget::cancel`] was called.
+    pub fn is_cancelled(&self) -> bool {
+        self.inner.cancelled.load(Ordering::SeqCst)
+    }
+
+    /// The interrupt handler's check: true when cancelled, or (with
+    /// [`CpuBudget::fired`] set) when armed and past the deadline.
     fn should_interrupt(&self) -> bool {
+        if self.inner.cancelled.load(Ordering::Relaxed) {
+            return true;
+        }
         let deadline = self.inner.deadline.load(Ordering::Relaxed);
         if deadline == 0 || self.elapsed_nanos() < deadline - 1 {
             return false;
@@ -264,14 +307,7 @@ fn install_globals<'js>(ctx: &Ctx<'js>, sink: Rc<dyn Fn(LogLevel, String)>) -> r
         let sink = Rc::clone(&sink);
         let method =
             Function::new(ctx.clone(), move |ctx: Ctx<'js>, args: Rest<Value<'js>>| -> rquickjs::Result<()> {
-                let mut line = String::new();
-                for (index, arg) in args.0.into_iter().enumerate() {
-                    if index > 0 {
-                        line.push(' ');
-                    }
-                    line.push_str(&format_log_arg(&ctx, arg)?);
-                }
-                sink(level, line);
+                sink(level, format_log_args(&ctx, args.0)?);
                 Ok(())
             })?
             .with_name(level.method())?;
@@ -279,6 +315,21 @@ fn install_globals<'js>(ctx: &Ctx<'js>, sink: Rc<dyn Fn(LogLevel, String)>) -> r
     }
     globals.set("console", console)?;
     Ok(module)
+}
+
+/// Joins the arguments of a `console` call into one line, separated by
+/// spaces, each formatted as by the module's `console` (strings as they are,
+/// errors as `Name: message`, other objects as JSON, everything else as
+/// `String(v)`).
+pub fn format_log_args<'js>(ctx: &Ctx<'js>, args: Vec<Value<'js>>) -> rquickjs::Result<String> {
+    let mut line = String::new();
+    for (index, arg) in args.into_iter().enumerate() {
+        if index > 0 {
+            line.push(' ');
+        }
+        line.push_str(&format_log_arg(ctx, arg)?);
+    }
+    Ok(line)
 }
 
 /// Formats one `console` argument: strings as they are, errors as
@@ -330,6 +381,17 @@ pub fn error_diagnostic<'js>(ctx: &Ctx<'js>, error: rquickjs::Error, budget: &Cp
     }
 }
 
+/// Start of the message of every diagnostic [`error_diagnostic`] (and so
+/// [`evaluate_module`]) makes when the runtime's memory limit was hit.
+pub const MEMORY_LIMIT_MESSAGE: &str = "memory limit hit";
+
+/// Whether `diagnostic`, made by this module, reports that the memory limit
+/// was hit. (A message thrown by JS always starts with the error's name or
+/// `uncaught exception:`, so it cannot be mistaken for one.)
+pub fn is_memory_limit(diagnostic: &Diagnostic) -> bool {
+    diagnostic.stage == DiagnosticStage::Execute && diagnostic.message.starts_with(MEMORY_LIMIT_MESSAGE)
+}
+
 /// Converts QuickJS's 1-based column, counted in bytes, to a 1-based column
 /// counted in characters of line `line` of `source`.
 fn char_column(source: &str, line: u32, byte_column: u32) -> u32 {
@@ -363,10 +425,13 @@ fn catch_error<'js>(ctx: &Ctx<'js>, error: rquickjs::Error, budget: &CpuBudget) 
             format!("CPU budget of {} ms exceeded: execution was interrupted", budget.budget().as_millis()),
         ));
     }
+    if budget.is_cancelled() {
+        return Caught::Fatal(Diagnostic::new(DiagnosticStage::Execute, "execution was cancelled"));
+    }
     let Some(thrown) = thrown else {
         return Caught::Fatal(match error {
             rquickjs::Error::Allocation => {
-                Diagnostic::new(DiagnosticStage::Execute, "memory limit hit: allocation failed")
+                Diagnostic::new(DiagnosticStage::Execute, format!("{MEMORY_LIMIT_MESSAGE}: allocation failed"))
             }
             rquickjs::Error::InvalidString(_) => {
                 Diagnostic::new(DiagnosticStage::Compile, "source contains a NUL byte")
@@ -381,7 +446,7 @@ fn catch_error<'js>(ctx: &Ctx<'js>, error: rquickjs::Error, budget: &CpuBudget) 
     if out_of_memory {
         return Caught::Fatal(Diagnostic::new(
             DiagnosticStage::Execute,
-            "memory limit hit: the module ran out of memory",
+            format!("{MEMORY_LIMIT_MESSAGE}: the module ran out of memory"),
         ));
     }
     Caught::Thrown(thrown)

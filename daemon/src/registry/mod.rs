@@ -57,6 +57,14 @@ pub enum RegistryError {
         /// Every problem found.
         diagnostics: Vec<Diagnostic>,
     },
+    /// The revisions are referenced by instances (409, with who).
+    #[error("{message}")]
+    InUse {
+        /// Summary.
+        message: String,
+        /// Per revision, the instances pinned to it.
+        usage: Vec<strata_shared::api::RevisionUsage>,
+    },
     /// The registry cannot be changed right now (503).
     #[error("{0}")]
     Unavailable(String),

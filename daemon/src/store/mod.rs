@@ -1,5 +1,6 @@
 //! Durable state in an embedded SQLite database (`strata.db` in the data
-//! directory): the compiled-metadata cache, keyed by revision hash.
+//! directory): the compiled-metadata cache keyed by revision hash, instance
+//! specs with their pinned hash and last state, and the audit journal.
 //!
 //! Every call is synchronous and short; async callers run them on the
 //! blocking pool. The connection sits behind a mutex: SQLite serialises
@@ -14,15 +15,36 @@ use rusqlite::{Connection, OptionalExtension, params};
 use strata_shared::RevisionHash;
 use strata_shared::metadata::ModuleMetadata;
 
+mod instances;
+pub use instances::{AuditEntry, AuditRecord, InstanceStore, StoredInstance, StoredState};
+
 /// File name of the database inside the data directory.
 pub const DATABASE_FILE: &str = "strata.db";
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
-const MIGRATIONS: &[&str] = &["CREATE TABLE module_metadata (
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE module_metadata (
         hash TEXT PRIMARY KEY NOT NULL,
         metadata TEXT NOT NULL,
         compiled_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
-    ) WITHOUT ROWID;"];
+    ) WITHOUT ROWID;",
+    "CREATE TABLE instances (
+        id TEXT PRIMARY KEY NOT NULL,
+        spec TEXT NOT NULL,
+        state TEXT NOT NULL,
+        last_error TEXT,
+        updated_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+    ) WITHOUT ROWID;
+    CREATE TABLE audit (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        ts TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+        action TEXT NOT NULL,
+        instance_id TEXT,
+        strategy TEXT,
+        hash TEXT,
+        detail TEXT
+    );",
+];
 
 /// A store error: the database could not be opened, read or written.
 #[derive(Debug, thiserror::Error)]
@@ -133,6 +155,13 @@ impl Store {
         }
         tx.commit()?;
         Ok(())
+    }
+}
+
+impl Store {
+    /// Runs `f` on the connection (short, synchronous work only).
+    fn with_conn<R>(&self, f: impl FnOnce(&mut Connection) -> Result<R, StoreError>) -> Result<R, StoreError> {
+        f(&mut self.conn.lock())
     }
 }
 

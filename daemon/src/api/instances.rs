@@ -1,0 +1,152 @@
+//! Instance endpoints: `/strategy/instances…` and `/providers`.
+
+use serde::Deserialize;
+use strata_shared::api::{CreateInstanceRequest, InstanceState, InstancesPage, ProviderInfo, UpdateInstanceRequest};
+use warp::Filter;
+use warp::filters::BoxedFilter;
+use warp::http::StatusCode;
+use warp::reply::Response;
+
+use super::{ApiError, ApiResult, body, json, json_reply, query, route, segment, with_daemon};
+use crate::daemon::Daemon;
+use crate::instances::{InstanceError, InstanceFilter};
+
+pub(super) fn routes(daemon: &Daemon) -> BoxedFilter<(Response,)> {
+    let d = || with_daemon(daemon);
+    let list = warp::path!("strategy" / "instances").and(warp::get()).and(d()).and(query::<ListQuery>()).then(list);
+    let create = warp::path!("strategy" / "instances").and(warp::post()).and(d()).and(body(daemon)).then(create);
+    let get = warp::path!("strategy" / "instances" / String).and(warp::get()).and(d()).then(get);
+    let update =
+        warp::path!("strategy" / "instances" / String).and(warp::put()).and(d()).and(body(daemon)).then(update);
+    let delete = warp::path!("strategy" / "instances" / String).and(warp::delete()).and(d()).then(delete);
+    let action = warp::path!("strategy" / "instances" / String / String).and(warp::post()).and(d()).then(action);
+    let logs = warp::path!("strategy" / "instances" / String / "logs").and(warp::get()).and(d()).then(logs);
+    let providers = warp::path!("providers").and(warp::get()).and(d()).map(providers);
+
+    route(daemon, "GET", "/strategy/instances", list)
+        .or(route(daemon, "POST", "/strategy/instances", create))
+        .unify()
+        .or(route(daemon, "GET", "/strategy/instances/{id}", get))
+        .unify()
+        .or(route(daemon, "PUT", "/strategy/instances/{id}", update))
+        .unify()
+        .or(route(daemon, "DELETE", "/strategy/instances/{id}", delete))
+        .unify()
+        .or(route(daemon, "GET", "/strategy/instances/{id}/logs", logs))
+        .unify()
+        .or(route(daemon, "POST", "/strategy/instances/{id}/{action}", action))
+        .unify()
+        .or(route(daemon, "GET", "/providers", providers))
+        .unify()
+        .boxed()
+}
+
+impl From<InstanceError> for ApiError {
+    fn from(err: InstanceError) -> Self {
+        match err {
+            InstanceError::BadRequest(m) => ApiError::bad_request(m),
+            e @ InstanceError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, e.to_string()),
+            InstanceError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, m),
+            e @ InstanceError::StartFailed { .. } => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
+            InstanceError::Resolve(e) => e.into(),
+            InstanceError::Store(e) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        }
+    }
+}
+
+fn ensure_ready(daemon: &Daemon) -> Result<(), ApiError> {
+    if daemon.is_ready() {
+        Ok(())
+    } else {
+        Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the daemon is still starting; see /healthz"))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ListQuery {
+    strategy: Option<String>,
+    hash: Option<String>,
+    state: Option<InstanceState>,
+    drift: Option<bool>,
+    limit: Option<usize>,
+    #[serde(default)]
+    offset: usize,
+}
+
+async fn list(daemon: Daemon, query: Result<ListQuery, ApiError>) -> ApiResult {
+    ensure_ready(&daemon)?;
+    let query = query?;
+    let hash = match &query.hash {
+        Some(text) => Some(daemon.registry().resolve(text).map_err(ApiError::from)?.hash),
+        None => None,
+    };
+    let filter = InstanceFilter { strategy: query.strategy, hash, state: query.state, drift: query.drift };
+    let limit = super::modules::page_limit(query.limit);
+    let offset = query.offset;
+    let (instances, total) = daemon.blocking(move |d| d.instances().list(&filter, offset, limit)).await?;
+    Ok(json_reply(StatusCode::OK, &InstancesPage { instances, total, offset, limit }))
+}
+
+async fn create(daemon: Daemon, body: bytes::Bytes) -> ApiResult {
+    ensure_ready(&daemon)?;
+    let request: CreateInstanceRequest = json(&body)?;
+    let view = daemon.blocking(move |d| d.instances().create(request)).await??;
+    Ok(json_reply(StatusCode::CREATED, &view))
+}
+
+async fn get(id: String, daemon: Daemon) -> ApiResult {
+    ensure_ready(&daemon)?;
+    let id = segment(&id)?;
+    let view = daemon.blocking(move |d| d.instances().view(&id)).await??;
+    Ok(json_reply(StatusCode::OK, &view))
+}
+
+async fn update(id: String, daemon: Daemon, body: bytes::Bytes) -> ApiResult {
+    ensure_ready(&daemon)?;
+    let id = segment(&id)?;
+    let request: UpdateInstanceRequest = json(&body)?;
+    let view = daemon.blocking(move |d| d.instances().update(&id, request)).await??;
+    Ok(json_reply(StatusCode::OK, &view))
+}
+
+async fn delete(id: String, daemon: Daemon) -> ApiResult {
+    ensure_ready(&daemon)?;
+    let id = segment(&id)?;
+    let deleted = id.clone();
+    daemon.blocking(move |d| d.instances().delete(&id)).await??;
+    Ok(json_reply(StatusCode::OK, &serde_json::json!({ "id": deleted, "deleted": true })))
+}
+
+async fn action(id: String, action: String, daemon: Daemon) -> ApiResult {
+    ensure_ready(&daemon)?;
+    let id = segment(&id)?;
+    let view = match action.as_str() {
+        "start" => daemon.blocking(move |d| d.instances().start(&id)).await??,
+        "stop" => daemon.blocking(move |d| d.instances().stop(&id)).await??,
+        "restart" => daemon.blocking(move |d| d.instances().restart(&id)).await??,
+        other => return Err(ApiError::new(StatusCode::NOT_FOUND, format!("no such instance action \"{other}\""))),
+    };
+    Ok(json_reply(StatusCode::OK, &view))
+}
+
+async fn logs(id: String, daemon: Daemon) -> ApiResult {
+    ensure_ready(&daemon)?;
+    let id = segment(&id)?;
+    let lines = daemon.blocking(move |d| d.instances().logs(&id)).await??;
+    Ok(json_reply(StatusCode::OK, &serde_json::json!({ "lines": lines })))
+}
+
+fn providers(daemon: Daemon) -> ApiResult {
+    let providers: Vec<ProviderInfo> = daemon
+        .instances()
+        .providers()
+        .iter()
+        .map(|p| ProviderInfo {
+            name: p.name().to_owned(),
+            kind: p.kind().to_owned(),
+            symbols: p.symbols().iter().map(|s| s.to_string()).collect(),
+        })
+        .collect();
+    Ok(json_reply(StatusCode::OK, &serde_json::json!({ "providers": providers })))
+}

@@ -1,0 +1,245 @@
+//! Instance persistence: each instance's spec (selector as typed, pinned
+//! hash, config, scope), its last lifecycle state, and an append-only audit
+//! journal. Behind [`InstanceStore`] so another backend can be added.
+
+use rusqlite::params;
+use serde::{Deserialize, Serialize};
+
+use super::{Store, StoreError};
+
+/// The persisted spec of one instance. The JSON form is what the database
+/// holds, so its fields only ever gain optional companions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredInstance {
+    /// Instance id.
+    pub id: String,
+    /// The selector exactly as the operator typed it.
+    pub selector: String,
+    /// The strategy it belongs to.
+    pub strategy: String,
+    /// The pinned revision (`sha256:<hex>`): never re-resolved at boot.
+    pub hash: strata_shared::RevisionHash,
+    /// Validated config, defaults filled in.
+    pub config: serde_json::Map<String, serde_json::Value>,
+    /// Provider name → symbols.
+    pub scope: std::collections::BTreeMap<String, strata_shared::api::ScopeEntry>,
+    /// When it was created.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: time::OffsetDateTime,
+}
+
+/// The lifecycle state that survives a restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoredState {
+    /// Started again at boot.
+    Running,
+    /// Restored stopped.
+    Stopped,
+    /// Restored failed, with its last error.
+    Failed,
+}
+
+impl StoredState {
+    fn as_str(self) -> &'static str {
+        match self {
+            StoredState::Running => "running",
+            StoredState::Stopped => "stopped",
+            StoredState::Failed => "failed",
+        }
+    }
+
+    fn parse(text: &str) -> Self {
+        match text {
+            "running" => StoredState::Running,
+            "failed" => StoredState::Failed,
+            _ => StoredState::Stopped,
+        }
+    }
+}
+
+/// One line of the audit journal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    /// What happened: `create`, `start`, `stop`, `fail`, `delete`, `update`, …
+    pub action: &'static str,
+    /// The instance concerned.
+    pub instance_id: String,
+    /// Its strategy.
+    pub strategy: String,
+    /// Its pinned hash.
+    pub hash: String,
+    /// Free-form detail (an error, a previous hash).
+    pub detail: Option<String>,
+}
+
+/// One stored line of the audit journal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRecord {
+    /// Position in the journal.
+    pub seq: i64,
+    /// What happened.
+    pub action: String,
+    /// The instance concerned.
+    pub instance_id: Option<String>,
+    /// Free-form detail.
+    pub detail: Option<String>,
+}
+
+/// Durable instance state. Every method commits before returning: a caller
+/// acknowledges an operation only after its write is on disk.
+pub trait InstanceStore: Send + Sync {
+    /// Every instance with its last state and error.
+    fn load_instances(&self) -> Result<Vec<(StoredInstance, StoredState, Option<String>)>, StoreError>;
+    /// Inserts or replaces an instance, with its audit line, in one transaction.
+    fn save_instance(
+        &self,
+        instance: &StoredInstance,
+        state: StoredState,
+        audit: &AuditEntry,
+    ) -> Result<(), StoreError>;
+    /// Records a state change, with its audit line.
+    fn set_state(
+        &self,
+        id: &str,
+        state: StoredState,
+        error: Option<&str>,
+        audit: &AuditEntry,
+    ) -> Result<(), StoreError>;
+    /// Removes an instance, with its audit line.
+    fn delete_instance(&self, id: &str, audit: &AuditEntry) -> Result<(), StoreError>;
+    /// The last `limit` audit lines, newest first.
+    fn recent_audit(&self, limit: usize) -> Result<Vec<AuditRecord>, StoreError>;
+}
+
+fn append_audit(tx: &rusqlite::Transaction<'_>, audit: &AuditEntry) -> Result<(), StoreError> {
+    tx.prepare_cached("INSERT INTO audit (action, instance_id, strategy, hash, detail) VALUES (?1, ?2, ?3, ?4, ?5)")?
+        .execute(params![audit.action, audit.instance_id, audit.strategy, audit.hash, audit.detail])?;
+    Ok(())
+}
+
+impl InstanceStore for Store {
+    fn load_instances(&self) -> Result<Vec<(StoredInstance, StoredState, Option<String>)>, StoreError> {
+        self.with_conn(|conn| {
+            let mut stmt = conn.prepare("SELECT spec, state, last_error FROM instances ORDER BY id")?;
+            let rows = stmt.query_map([], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?, row.get::<_, Option<String>>(2)?))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (spec, state, error) = row?;
+                let spec: StoredInstance =
+                    serde_json::from_str(&spec).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                out.push((spec, StoredState::parse(&state), error));
+            }
+            Ok(out)
+        })
+    }
+
+    fn save_instance(
+        &self,
+        instance: &StoredInstance,
+        state: StoredState,
+        audit: &AuditEntry,
+    ) -> Result<(), StoreError> {
+        let spec = serde_json::to_string(instance).expect("instance spec serialises");
+        self.with_conn(|conn| {
+            let tx = conn.transaction()?;
+            tx.prepare_cached(
+                "INSERT INTO instances (id, spec, state, last_error) VALUES (?1, ?2, ?3, NULL)
+                 ON CONFLICT(id) DO UPDATE SET spec = excluded.spec, state = excluded.state,
+                 updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')",
+            )?
+            .execute(params![instance.id, spec, state.as_str()])?;
+            append_audit(&tx, audit)?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    fn set_state(
+        &self,
+        id: &str,
+        state: StoredState,
+        error: Option<&str>,
+        audit: &AuditEntry,
+    ) -> Result<(), StoreError> {
+        self.with_conn(|conn| {
+            let tx = conn.transaction()?;
+            tx.prepare_cached(
+                "UPDATE instances SET state = ?2, last_error = ?3, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+                 WHERE id = ?1",
+            )?
+            .execute(params![id, state.as_str(), error])?;
+            append_audit(&tx, audit)?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    fn delete_instance(&self, id: &str, audit: &AuditEntry) -> Result<(), StoreError> {
+        self.with_conn(|conn| {
+            let tx = conn.transaction()?;
+            tx.prepare_cached("DELETE FROM instances WHERE id = ?1")?.execute([id])?;
+            append_audit(&tx, audit)?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    fn recent_audit(&self, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
+        self.with_conn(|conn| {
+            let mut stmt =
+                conn.prepare_cached("SELECT seq, action, instance_id, detail FROM audit ORDER BY seq DESC LIMIT ?1")?;
+            let rows = stmt.query_map([limit as i64], |row| {
+                Ok(AuditRecord { seq: row.get(0)?, action: row.get(1)?, instance_id: row.get(2)?, detail: row.get(3)? })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn instance(id: &str) -> StoredInstance {
+        StoredInstance {
+            id: id.into(),
+            selector: "noop:prod".into(),
+            strategy: "noop".into(),
+            hash: strata_shared::RevisionHash::of(b"noop"),
+            config: serde_json::Map::from_iter([("dry_run".to_owned(), serde_json::Value::Bool(true))]),
+            scope: Default::default(),
+            created_at: time::OffsetDateTime::UNIX_EPOCH,
+        }
+    }
+
+    fn audit(action: &'static str, id: &str) -> AuditEntry {
+        AuditEntry { action, instance_id: id.into(), strategy: "noop".into(), hash: "h".into(), detail: None }
+    }
+
+    #[test]
+    fn instances_and_their_state_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store.save_instance(&instance("a"), StoredState::Stopped, &audit("create", "a")).unwrap();
+            store.save_instance(&instance("b"), StoredState::Stopped, &audit("create", "b")).unwrap();
+            store.set_state("a", StoredState::Running, None, &audit("start", "a")).unwrap();
+            store.set_state("b", StoredState::Failed, Some("boom"), &audit("fail", "b")).unwrap();
+            store.save_instance(&instance("c"), StoredState::Stopped, &audit("create", "c")).unwrap();
+            store.delete_instance("c", &audit("delete", "c")).unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let loaded = store.load_instances().unwrap();
+        assert_eq!(loaded.len(), 2);
+        assert_eq!(loaded[0], (instance("a"), StoredState::Running, None));
+        assert_eq!(loaded[1], (instance("b"), StoredState::Failed, Some("boom".into())));
+        let journal = store.recent_audit(10).unwrap();
+        assert_eq!(journal.len(), 6);
+        assert_eq!(journal[0].action, "delete");
+        assert!(journal.windows(2).all(|w| w[0].seq > w[1].seq));
+        assert_eq!(StoredState::parse("unknown"), StoredState::Stopped);
+    }
+}
