@@ -220,12 +220,18 @@ async fn orders_dry_run_and_paper_fills_and_logs() {
         json!({"id": id, "strategy": {"identifier": "trader", "config": {"dry_run": dry_run}},
                "scope": {"sim": {"symbols": ["BTC-USDT"]}}, "autoStart": true})
     };
-    for (id, dry_run) in [("paper", false), ("dry", true)] {
+    for (id, dry_run) in [("paper", false), ("paper-2", false), ("dry", true)] {
         let (status, view) = d.post("/strategy/instances", create_body(id, dry_run)).await;
         assert_eq!(status, StatusCode::CREATED, "{view}");
     }
     let paper = wait_for(&d, "paper", Duration::from_secs(10), |v| v["counters"]["ordersFilled"] == 1).await;
     assert_eq!(paper["counters"]["ordersSubmitted"], 1);
+    wait_for(&d, "paper-2", Duration::from_secs(10), |v| v["counters"]["ordersFilled"] == 1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for id in ["paper", "paper-2"] {
+        let view = instance(&d, id).await;
+        assert_eq!(view["counters"]["ordersFilled"], 1, "{id} saw only its own ExecReports: {view}");
+    }
     let dry = wait_for(&d, "dry", Duration::from_secs(10), |v| v["counters"]["ordersSubmitted"] == 1).await;
     assert_eq!(dry["counters"]["ordersFilled"], 0, "dry-run orders never reach the venue");
 

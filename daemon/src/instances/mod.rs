@@ -26,7 +26,7 @@ use time::OffsetDateTime;
 use crate::js::JsLimits;
 use crate::registry::{Registry, ResolveError};
 use crate::runtime::config::validate_config;
-use crate::runtime::host::{HostError, HostShared, HostSpec, JsInstance};
+use crate::runtime::host::{HostShared, HostSpec, JsInstance};
 use crate::store::{AuditEntry, InstanceStore, Store, StoreError, StoredInstance, StoredState};
 use crate::venue::{MarketEvent, PrivateSink, Provider};
 use pool::{Cell, Pool, PoolSleepHook};
@@ -344,9 +344,9 @@ impl Instances {
 
     fn fatal_handler(&self) -> pool::FatalHandler {
         let me = self.me.clone();
-        Arc::new(move |cell: &Cell, error: HostError| {
+        Arc::new(move |cell: &Cell, error: String| {
             if let Some(me) = me.upgrade() {
-                me.mark_failed(&cell.id, cell.generation, error.to_string());
+                me.mark_failed(&cell.id, cell.generation, error);
             }
         })
     }

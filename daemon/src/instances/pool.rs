@@ -28,8 +28,9 @@ use crate::venue::MarketEvent;
 /// Events a worker handles for one cell before letting others run.
 pub const BATCH: usize = 64;
 
-/// What a cell reports when its runtime died (CPU budget, memory).
-pub type FatalHandler = Arc<dyn Fn(&Cell, HostError) + Send + Sync>;
+/// What a cell reports when its runtime died (CPU budget, memory, a bug):
+/// the message becomes the instance's `lastError`.
+pub type FatalHandler = Arc<dyn Fn(&Cell, String) + Send + Sync>;
 
 /// One running instance: its runtime and its inbound queue.
 pub struct Cell {
@@ -133,7 +134,7 @@ impl Cell {
                     // here, on the thread that used it, and report.
                     js.take();
                     if !matches!(error, HostError::Stopped) {
-                        (self.on_fatal)(self, error);
+                        (self.on_fatal)(self, error.to_string());
                     }
                     break;
                 }
@@ -144,6 +145,20 @@ impl Cell {
         }
         self.scheduled.store(false, Ordering::Release);
         !self.queue.lock().is_empty() && !self.scheduled.swap(true, Ordering::AcqRel)
+    }
+}
+
+impl Cell {
+    /// After a panic inside [`Cell::run`]: the runtime may be mid-call, so it
+    /// is leaked rather than dropped (dropping it could abort the process),
+    /// and the instance is reported failed. Nothing else is affected.
+    fn fail_after_panic(&self, message: String) {
+        if let Some(js) = self.js.try_lock().and_then(|mut js| js.take()) {
+            std::mem::forget(js);
+        }
+        self.queue.lock().clear();
+        self.scheduled.store(false, Ordering::Release);
+        (self.on_fatal)(self, format!("internal error while handling an event: {message}"));
     }
 }
 
@@ -222,10 +237,22 @@ fn worker(pool: std::sync::Weak<Pool>, receiver: Receiver<Arc<Cell>>, temporary:
                 Err(_) => return,
             }
         };
-        if cell.run() {
-            match pool.upgrade() {
+        // A panic (a bug, in our code or a dependency) fails one instance,
+        // never the worker or the daemon.
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cell.run())) {
+            Ok(true) => match pool.upgrade() {
                 Some(pool) => pool.schedule(cell),
                 None => return,
+            },
+            Ok(false) => {}
+            Err(panic) => {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "panic".into());
+                tracing::error!(instance = %cell.id, %message, "instance panicked; marking it failed");
+                cell.fail_after_panic(message);
             }
         }
     }

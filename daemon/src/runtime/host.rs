@@ -527,19 +527,27 @@ impl JsInstance {
             dead: None,
             warnings: WarnLimiter::default(),
         };
-        let setup = instance.context.with(|ctx| instance.set_up(&ctx, &spec))?;
-        instance.handlers = setup.handlers;
-        instance.wants_cross_provider = setup.wants_cross_provider;
-        instance.scope_slots = setup.scope_slots;
-        instance.budget.arm();
-        let jobs = instance.run_jobs(None);
-        instance.budget.disarm();
-        match jobs {
-            Ok(()) => Ok(instance),
-            Err(Fault::Thrown(diagnostic)) => {
-                Err(HostError::Start(format!("a promise job queued at start threw{}", describe(&diagnostic))))
+        let started = instance.context.with(|ctx| instance.set_up(&ctx, &spec)).and_then(|setup| {
+            instance.handlers = setup.handlers;
+            instance.wants_cross_provider = setup.wants_cross_provider;
+            instance.scope_slots = setup.scope_slots;
+            instance.budget.arm();
+            let jobs = instance.run_jobs(None);
+            instance.budget.disarm();
+            match jobs {
+                Ok(()) => Ok(()),
+                Err(Fault::Thrown(diagnostic)) => {
+                    Err(HostError::Start(format!("a promise job queued at start threw{}", describe(&diagnostic))))
+                }
+                Err(fault) => Err(instance.fatal(fault, "start")),
             }
-            Err(fault) => Err(instance.fatal(fault, "start")),
+        });
+        match started {
+            Ok(()) => Ok(instance),
+            Err(error) => {
+                instance.report(&error);
+                Err(error)
+            }
         }
     }
 
@@ -651,7 +659,8 @@ impl JsInstance {
         if self.state.shared.is_stopping() {
             return Err(HostError::Stopped);
         }
-        if let Err(error @ (HostError::CpuBudget(_) | HostError::Memory(_))) = &result {
+        if let Err(error) = &result {
+            self.report(error);
             self.dead = Some(error.clone());
         }
         result
@@ -854,19 +863,28 @@ impl JsInstance {
 
     /// The error for a fatal fault of `what` (a handler, `create(env)`…).
     fn fatal(&self, fault: Fault, what: &str) -> HostError {
-        let error = match fault {
-            Fault::Stopped => return HostError::Stopped,
+        match fault {
+            Fault::Stopped => HostError::Stopped,
             Fault::CpuBudget => HostError::CpuBudget(format!(
                 "{what} exceeded the CPU budget of {} ms",
                 self.budget.budget().as_millis()
             )),
-            Fault::Memory(diagnostic) => HostError::Memory(format!(
-                "{what} hit the memory limit of {}{}",
-                format_bytes(self.memory_limit),
-                describe(&diagnostic)
-            )),
+            Fault::Memory(diagnostic) => HostError::Memory(match diagnostic.line {
+                Some(line) => {
+                    format!("{what} hit the memory limit of {} at line {line}", format_bytes(self.memory_limit))
+                }
+                None => format!("{what} hit the memory limit of {}", format_bytes(self.memory_limit)),
+            }),
             Fault::Thrown(diagnostic) => HostError::Start(format!("{what} failed{}", describe(&diagnostic))),
-        };
+        }
+    }
+
+    /// Logs an error that ends the instance (instance log and daemon log);
+    /// a stop is not one.
+    fn report(&self, error: &HostError) {
+        if *error == HostError::Stopped {
+            return;
+        }
         self.state.shared.logs.push(LogLevel::Error, error.to_string());
         tracing::warn!(
             target: "strata::instance",
@@ -875,14 +893,19 @@ impl JsInstance {
             hash = %self.state.hash,
             "{error}"
         );
-        error
     }
 
     /// Counts and logs a handler that threw.
     fn handler_error(&mut self, handler: Handler, diagnostic: &Diagnostic) {
         let state = &self.state;
         Counters::bump(&state.shared.counters.handler_errors);
-        let message = format!("{} threw{}", handler.name(), describe(diagnostic));
+        let message = format!(
+            "{} threw{} (strategy {}, revision {})",
+            handler.name(),
+            describe(diagnostic),
+            state.strategy,
+            state.hash
+        );
         state.shared.logs.push(LogLevel::Error, message.clone());
         if let Some(suppressed) = self.warnings.admit() {
             tracing::warn!(
@@ -902,7 +925,12 @@ impl JsInstance {
     fn handler_error_in_job(&self, diagnostic: &Diagnostic) {
         let state = &self.state;
         Counters::bump(&state.shared.counters.handler_errors);
-        let message = format!("a promise job threw{}", describe(diagnostic));
+        let message = format!(
+            "a promise job threw{} (strategy {}, revision {})",
+            describe(diagnostic),
+            state.strategy,
+            state.hash
+        );
         state.shared.logs.push(LogLevel::Error, message.clone());
         tracing::warn!(
             target: "strata::instance",
@@ -966,7 +994,7 @@ fn read_handler_object<'js>(
             if !value.is_undefined() && !value.is_null() {
                 state.shared.logs.push(
                     LogLevel::Warn,
-                    format!("{} is a {}, not a function: ignored", kind.name(), value.type_name()),
+                    format!("{} is not a function (it is {}): ignored", kind.name(), value.type_name()),
                 );
             }
             slots.push(Value::new_undefined(ctx.clone()));
@@ -1614,7 +1642,7 @@ mod tests {
             EventKind::Trade,
             Payload::Trade(TradePayload {
                 trade_id: format!("t-{id}"),
-                side: if id % 2 == 0 { Side::Buy } else { Side::Sell },
+                side: if id.is_multiple_of(2) { Side::Buy } else { Side::Sell },
                 price: format!("{price:.2}"),
                 quantity: "0.0123".into(),
                 timestamp: 1_700_000_000_000 + id as i64 * 100,
@@ -2149,6 +2177,8 @@ mod tests {
             errors[0].starts_with("onTrade threw at line 9, column 18: TypeError: cannot read property"),
             "{errors:?}"
         );
+        let revision = RevisionHash::of(source.as_bytes());
+        assert!(errors[0].ends_with(&format!("(strategy test, revision {revision})")), "{errors:?}");
     }
 
     #[test]
@@ -2180,7 +2210,7 @@ mod tests {
         let err = h.instance.dispatch(&trade(1, 1.0)).unwrap_err();
         let elapsed = started.elapsed();
         assert_eq!(err, HostError::CpuBudget("handler onTrade exceeded the CPU budget of 100 ms".into()));
-        assert!(elapsed >= Duration::from_millis(100) && elapsed < Duration::from_millis(600), "{elapsed:?}");
+        assert!(elapsed >= Duration::from_millis(100) && elapsed < Duration::from_millis(750), "{elapsed:?}");
         // Dead from now on.
         assert_eq!(h.instance.dispatch(&trade(2, 1.0)).unwrap_err(), err);
         assert_eq!(counters(&h).handler_errors, 0);
@@ -2240,10 +2270,11 @@ mod tests {
             let providers = vec![FakeProvider::new("sim", &["BTC-USDT"])];
             let mut spec = spec_for(&metadata_source, json!({}), &providers, JsLimits::default());
             spec.hash = RevisionHash::of(source.as_bytes());
-            let err =
-                JsInstance::start(spec, source, Arc::new(HostShared::new()), Arc::new(NoSleepHook)).err().unwrap();
+            let shared = Arc::new(HostShared::new());
+            let err = JsInstance::start(spec, source, Arc::clone(&shared), Arc::new(NoSleepHook)).err().unwrap();
             let HostError::Start(message) = &err else { panic!("{err:?}") };
             assert!(message.starts_with(expected), "{message:?} should start with {expected:?}");
+            assert_eq!(error_lines(&shared), std::slice::from_ref(message), "the instance log says why");
         }
     }
 
@@ -2289,13 +2320,13 @@ mod tests {
         let started = Instant::now();
         h.instance.dispatch(&trade(1, 1.0)).unwrap();
         let elapsed = started.elapsed();
-        assert!(elapsed >= Duration::from_millis(50) && elapsed < Duration::from_millis(250), "{elapsed:?}");
+        assert!(elapsed >= Duration::from_millis(50) && elapsed < Duration::from_millis(400), "{elapsed:?}");
 
         // Capped by sleep_cap (1 s), not 10 s.
         let started = Instant::now();
         h.instance.dispatch(&trade(2, 1.0)).unwrap();
         let elapsed = started.elapsed();
-        assert!(elapsed >= Duration::from_secs(1) && elapsed < Duration::from_millis(1500), "{elapsed:?}");
+        assert!(elapsed >= Duration::from_secs(1) && elapsed < Duration::from_millis(1600), "{elapsed:?}");
 
         // 400 ms of sleep with a 250 ms CPU budget: no CpuBudget error.
         h.instance.dispatch(&trade(3, 1.0)).unwrap();
@@ -2319,7 +2350,7 @@ mod tests {
         let elapsed = started.elapsed();
         stopper.join().unwrap();
         assert_eq!(err, HostError::Stopped);
-        assert!(elapsed < Duration::from_millis(500), "{elapsed:?}");
+        assert!(elapsed < Duration::from_millis(600), "{elapsed:?}");
         assert_eq!(eval_json(&h.instance, "globalThis.after ?? null"), json!(null));
         assert_eq!(h.instance.dispatch(&trade(2, 1.0)).unwrap_err(), HostError::Stopped);
         assert_eq!(counters(&h).handler_errors, 0);
@@ -2340,7 +2371,7 @@ mod tests {
         });
         let started = Instant::now();
         assert_eq!(h.instance.dispatch(&trade(1, 1.0)).unwrap_err(), HostError::Stopped);
-        assert!(started.elapsed() < Duration::from_millis(500), "{:?}", started.elapsed());
+        assert!(started.elapsed() < Duration::from_millis(600), "{:?}", started.elapsed());
         stopper.join().unwrap();
 
         // A stop before start is reported too; reset_stop allows a new start.
@@ -2457,7 +2488,7 @@ mod tests {
             }
             let dispatch = started.elapsed() / rounds;
 
-            let bare = h.instance.context.with(|ctx| {
+            let (bare, prebuilt) = h.instance.context.with(|ctx| {
                 let slots = ctx.userdata::<Slots>().unwrap();
                 let function = slots[SLOT_HANDLERS + Handler::Trade as usize].as_function().unwrap().clone();
                 let this = slots[SLOT_HANDLER_OBJECT].clone();
@@ -2465,10 +2496,21 @@ mod tests {
                 for _ in 0..rounds {
                     function.call::<_, ()>((This(this.clone()),)).unwrap();
                 }
-                started.elapsed() / rounds
+                let bare = started.elapsed() / rounds;
+                // The same call with ctx, evt and payload built once.
+                let (a, b, c) = (
+                    Object::new(ctx.clone()).unwrap(),
+                    Object::new(ctx.clone()).unwrap(),
+                    Object::new(ctx.clone()).unwrap(),
+                );
+                let started = Instant::now();
+                for _ in 0..rounds {
+                    function.call::<_, ()>((This(this.clone()), a.clone(), b.clone(), c.clone(), 65000.12)).unwrap();
+                }
+                (bare, started.elapsed() / rounds)
             });
             eprintln!(
-                "dispatch {dispatch:?} per Trade, bare call {bare:?}, ratio {:.1}",
+                "dispatch {dispatch:?} per Trade, bare call {bare:?} (ratio {:.1}), call with prebuilt args {prebuilt:?}",
                 dispatch.as_secs_f64() / bare.as_secs_f64()
             );
         }

@@ -1,5 +1,6 @@
 //! Load and start-up measurements against a release `stratad` over loopback.
 //!
+//! `strata-load registry`:
 //! 1. Generates a registry of `--strategies` × `--revisions` revisions.
 //! 2. Starts `stratad` on it twice and reports the time from spawn until
 //!    `/healthz` answers `ok` (the second start is the "restart" figure).
@@ -8,8 +9,13 @@
 //!    `GET /strategies/modules?strategy=X&limit=50`, and reports p50/p99 of
 //!    each and their ratio.
 //!
+//! `strata-load instances`: starts `stratad` on an empty registry, uploads a
+//! trivial strategy, times starting `--timed-starts` instances, then runs
+//! `--count` instances on the simulated venue and reports the daemon's RSS
+//! and the handler calls it sustains.
+//!
 //! Only ever targets 127.0.0.1. Example:
-//! `cargo build --release -p strata-daemon -p strata-tests && target/release/strata-load --stratad target/release/stratad`
+//! `cargo build --release -p strata-daemon -p strata-tests && target/release/strata-load --stratad target/release/stratad registry`
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -20,10 +26,40 @@ use clap::Parser;
 use strata_daemon::fixtures;
 
 #[derive(Debug, Parser)]
-struct Args {
+struct Cli {
     /// Path to the `stratad` binary to measure (build it with --release).
-    #[arg(long)]
+    #[arg(long, global = true, default_value = "target/release/stratad")]
     stratad: PathBuf,
+    #[command(subcommand)]
+    command: Measure,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Measure {
+    /// Restart time and registry endpoint latency on a large registry.
+    Registry(Args),
+    /// Instance start time, memory and throughput.
+    Instances(InstanceArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct InstanceArgs {
+    /// Instances to run at once.
+    #[arg(long, default_value_t = 10_000)]
+    count: usize,
+    /// Instances whose start is timed (part of `count`).
+    #[arg(long, default_value_t = 1_000)]
+    timed_starts: usize,
+    /// Concurrent HTTP clients.
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
+    /// Seconds over which handler throughput is measured.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+}
+
+#[derive(Debug, clap::Args)]
+struct Args {
     /// Strategies in the generated registry.
     #[arg(long, default_value_t = 1000)]
     strategies: usize,
@@ -52,10 +88,10 @@ impl Drop for Daemon {
 }
 
 /// Starts stratad and returns it with the time until `/healthz` said ok.
-async fn start(args: &Args, dir: &std::path::Path, port: u16) -> anyhow::Result<(Daemon, Duration)> {
+async fn start(stratad: &std::path::Path, dir: &std::path::Path, port: u16) -> anyhow::Result<(Daemon, Duration)> {
     let client = reqwest::Client::new();
     let started = Instant::now();
-    let child = Command::new(&args.stratad)
+    let child = Command::new(stratad)
         .arg("--listen")
         .arg(format!("127.0.0.1:{port}"))
         .arg("--strategies-dir")
@@ -87,7 +123,14 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    let cli = Cli::parse();
+    match cli.command {
+        Measure::Registry(args) => registry(&cli.stratad, args).await,
+        Measure::Instances(args) => instances(&cli.stratad, args).await,
+    }
+}
+
+async fn registry(stratad: &std::path::Path, args: Args) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let generating = Instant::now();
     let generated =
@@ -100,9 +143,9 @@ async fn main() -> anyhow::Result<()> {
     );
 
     let port = free_port()?;
-    let (first, first_start) = start(&args, dir.path(), port).await?;
+    let (first, first_start) = start(stratad, dir.path(), port).await?;
     drop(first);
-    let (_daemon, restart) = start(&args, dir.path(), port).await?;
+    let (_daemon, restart) = start(stratad, dir.path(), port).await?;
     println!("first start to healthy: {:.3} s", first_start.as_secs_f64());
     println!("restart to healthy:     {:.3} s", restart.as_secs_f64());
 
@@ -155,6 +198,119 @@ async fn main() -> anyhow::Result<()> {
         "ratio modules/healthz: p50 {:.2}x  p99 {:.2}x",
         ms(percentile(&modules, 0.5)) / ms(percentile(&health, 0.5)),
         ms(percentile(&modules, 0.99)) / ms(percentile(&health, 0.99))
+    );
+    Ok(())
+}
+
+const TRIVIAL: &str = r#"module.exports = {
+  metadata: { name: "bench", displayName: "Bench", tag: "v1", events: ["Trade"] },
+  create(env) { let last = 0; return { onTrade(ctx, evt, payload, price) { last = price; } }; },
+};
+"#;
+
+fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).context("no VmRSS")?;
+    Ok(line.split_whitespace().nth(1).context("VmRSS value")?.parse()?)
+}
+
+/// Sends `ids.len()` POSTs (`path(id)` with `body(id)`) from `concurrency` clients.
+async fn post_all(
+    base: &str,
+    ids: &[String],
+    concurrency: usize,
+    request: impl Fn(&str) -> (String, serde_json::Value) + Clone + Send + 'static,
+) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let chunks: Vec<Vec<String>> = ids.chunks(ids.len().div_ceil(concurrency).max(1)).map(|c| c.to_vec()).collect();
+    let mut tasks = Vec::new();
+    for chunk in chunks {
+        let (client, base, request) = (reqwest::Client::new(), base.to_owned(), request.clone());
+        tasks.push(tokio::spawn(async move {
+            for id in chunk {
+                let (path, body) = request(&id);
+                let response = client.post(format!("{base}{path}")).json(&body).send().await?;
+                anyhow::ensure!(response.status().is_success(), "{path}: {}", response.text().await?);
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    Ok(started.elapsed())
+}
+
+async fn delivered_total(client: &reqwest::Client, base: &str) -> anyhow::Result<(u64, u64)> {
+    let (mut delivered, mut dropped, mut offset) = (0, 0, 0);
+    loop {
+        let page: serde_json::Value =
+            client.get(format!("{base}/strategy/instances?limit=1000&offset={offset}")).send().await?.json().await?;
+        let instances = page["instances"].as_array().context("instances")?;
+        for instance in instances {
+            delivered += instance["counters"]["eventsDelivered"].as_u64().unwrap_or(0);
+            dropped += instance["counters"]["eventsDropped"].as_u64().unwrap_or(0);
+        }
+        offset += instances.len();
+        if instances.is_empty() || offset >= page["total"].as_u64().unwrap_or(0) as usize {
+            return Ok((delivered, dropped));
+        }
+    }
+}
+
+async fn instances(stratad: &std::path::Path, args: InstanceArgs) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let port = free_port()?;
+    let (daemon, _) = start(stratad, dir.path(), port).await?;
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let idle_rss = rss_kib(daemon.0.id())?;
+    let upload = client
+        .post(format!("{base}/strategies/modules"))
+        .json(&serde_json::json!({"source": TRIVIAL, "tag": "v1"}))
+        .send()
+        .await?;
+    anyhow::ensure!(upload.status().is_success(), "upload failed");
+
+    let create = |auto_start: bool| {
+        move |id: &str| {
+            let body = serde_json::json!({"id": id, "strategy": {"identifier": "bench"},
+                "scope": {"sim": {"symbols": ["BTC-USDT"]}}, "autoStart": auto_start});
+            ("/strategy/instances".to_owned(), body)
+        }
+    };
+    let timed: Vec<String> = (0..args.timed_starts).map(|i| format!("timed-{i}")).collect();
+    let created = post_all(&base, &timed, args.concurrency, create(false)).await?;
+    let starts = post_all(&base, &timed, args.concurrency, |id: &str| {
+        (format!("/strategy/instances/{id}/start"), serde_json::json!({}))
+    })
+    .await?;
+    println!("created {} instances in {:.3} s", timed.len(), created.as_secs_f64());
+    println!("started {} instances in {:.3} s ({} clients)", timed.len(), starts.as_secs_f64(), args.concurrency);
+
+    let rest: Vec<String> = (args.timed_starts..args.count).map(|i| format!("bulk-{i}")).collect();
+    let bulk = post_all(&base, &rest, args.concurrency, create(true)).await?;
+    println!("created and started {} more in {:.3} s", rest.len(), bulk.as_secs_f64());
+
+    let (before, dropped_before) = delivered_total(&client, &base).await?;
+    let t = Instant::now();
+    tokio::time::sleep(Duration::from_secs(args.seconds)).await;
+    let (after, dropped_after) = delivered_total(&client, &base).await?;
+    let elapsed = t.elapsed().as_secs_f64();
+    let rss = rss_kib(daemon.0.id())?;
+    println!("running instances: {}", args.count);
+    println!(
+        "RSS idle: {:.1} MiB; with {} running: {:.1} MiB ({:.0} KiB per instance)",
+        idle_rss as f64 / 1024.0,
+        args.count,
+        rss as f64 / 1024.0,
+        (rss - idle_rss) as f64 / args.count as f64
+    );
+    println!(
+        "handler calls: {:.0}/s over {:.1} s; market events dropped: {:.0}/s",
+        (after - before) as f64 / elapsed,
+        elapsed,
+        (dropped_after - dropped_before) as f64 / elapsed
     );
     Ok(())
 }
