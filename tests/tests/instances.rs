@@ -272,3 +272,22 @@ async fn pins_survive_a_restart_even_after_latest_moved() {
     let (_, page) = d.get("/strategy/instances?drift=true").await;
     assert_eq!(page["total"], 2);
 }
+
+#[tokio::test]
+async fn deleting_a_referenced_revision_is_a_409_with_its_usage() {
+    let d = TestDaemon::start().await;
+    let v1 = d.upload(&strategy("used", "v1", ""), "v1").await;
+    let v2 = d.upload(&strategy("used", "v2", "/* v2 */"), "v2").await;
+    create(&d, "user", &format!("used@{v1}"), false).await;
+
+    for path in [format!("/strategies/modules/used@{v1}"), "/strategies/modules/used".to_owned()] {
+        let (status, body) = d.delete(&path).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{path}: {body}");
+        assert_eq!(body["usage"], json!([{"hash": v1, "count": 1, "instances": ["user"]}]), "{body}");
+    }
+    let (status, _) = d.delete(&format!("/strategies/modules/used@{v2}")).await;
+    assert_eq!(status, StatusCode::OK, "an unreferenced revision can go");
+    d.delete("/strategy/instances/user").await;
+    let (status, _) = d.delete("/strategies/modules/used").await;
+    assert_eq!(status, StatusCode::OK);
+}

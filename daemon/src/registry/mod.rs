@@ -32,7 +32,7 @@ use strata_shared::{RevisionHash, Selector};
 
 use crate::js::{self, JsLimits};
 use crate::metrics::Metrics;
-use crate::store::{Store, StoreError};
+use crate::store::{AuditEntry, InstanceStore, Store, StoreError};
 use file::{REGISTRY_FILE, RegistryDoc, RevisionDoc, StrategyDoc};
 use resolver::ResolverCache;
 pub use state::{Change, LoadError, RegistryState, ResolveError, Resolved, Revision, Strategy};
@@ -372,6 +372,22 @@ impl Registry {
         Ok(())
     }
 
+    /// Records a registry operation in the audit journal. The operation has
+    /// already happened (registry.json is the source of truth), so a journal
+    /// failure is logged, not returned.
+    fn journal(&self, action: &'static str, strategy: &str, hash: &RevisionHash, detail: Option<String>) {
+        let entry = AuditEntry {
+            action,
+            instance_id: String::new(),
+            strategy: strategy.to_owned(),
+            hash: hash.to_string(),
+            detail,
+        };
+        if let Err(error) = self.store.append_audit(&entry) {
+            tracing::error!(%error, action, "could not append to the audit journal");
+        }
+    }
+
     /// Swaps one strategy into the state and evicts what changed.
     fn install(&self, strategy: &str, next: Option<Strategy>, errors: Vec<LoadError>) -> Vec<Change> {
         let mut state = self.state.write();
@@ -469,6 +485,7 @@ impl Registry {
             self.metadata.lock().insert(hash, metadata);
         }
         self.commit(&mut writer, doc, &strategy, Some(entry))?;
+        self.journal("upload", &strategy, &hash, Some(format!("tag {tag}; created {created}")));
         Ok(Uploaded { strategy, hash, tag, created })
     }
 
@@ -490,6 +507,9 @@ impl Registry {
         let previous_hash = previous.and_then(|h| h.parse().ok());
         if previous_hash != Some(resolved.hash) {
             self.commit(&mut writer, doc, strategy, Some(entry))?;
+            let detail =
+                format!("{tag}: {} -> {}", previous_hash.map(|h| h.to_string()).unwrap_or_default(), resolved.hash);
+            self.journal("tag-move", strategy, &resolved.hash, Some(detail));
         }
         Ok(TagChanged { strategy: strategy.into(), tag: tag.into(), hash: Some(resolved.hash), previous_hash })
     }
@@ -514,6 +534,9 @@ impl Registry {
             )));
         }
         self.commit(&mut writer, doc, strategy, Some(entry))?;
+        if let Ok(hash) = previous.parse() {
+            self.journal("tag-delete", strategy, &hash, Some(tag.to_owned()));
+        }
         Ok(TagChanged { strategy: strategy.into(), tag: tag.into(), hash: None, previous_hash: previous.parse().ok() })
     }
 
@@ -564,6 +587,66 @@ impl Registry {
         }
         self.metadata.lock().retain(|h, _| !removed.contains(h));
         self.store.forget_metadata(&removed)?;
+        for hash in &removed {
+            self.journal("revision-delete", &strategy, hash, None);
+        }
         Ok(Deleted { strategy, hashes: removed, strategy_deleted })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registry(dir: &Path) -> Registry {
+        let store = Arc::new(Store::open(dir).unwrap());
+        let options = RegistryOptions {
+            root: dir.join("strategies"),
+            js_limits: JsLimits::default(),
+            resolver_cache_capacity: NonZeroUsize::new(16).unwrap(),
+            load_threads: 1,
+        };
+        std::fs::create_dir_all(&options.root).unwrap();
+        let registry = Registry::new(options, store, Metrics::new());
+        registry.load().unwrap();
+        registry
+    }
+
+    fn module(variant: u32) -> String {
+        format!(
+            "// {variant}\nmodule.exports = {{ metadata: {{ name: 'j', displayName: 'J', events: ['Trade'] }}, create() {{ return {{}}; }} }};"
+        )
+    }
+
+    #[test]
+    fn registry_operations_are_journaled() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = registry(dir.path());
+        let upload = |variant, tag: &str| Upload {
+            source: module(variant),
+            tag: Some(tag.into()),
+            promote_latest: true,
+            ..Upload::default()
+        };
+        let first = registry.upload(upload(1, "v1")).unwrap();
+        registry.upload(upload(2, "v2")).unwrap();
+        registry.move_tag("j", "prod", &first.hash.to_string()).unwrap();
+        registry.delete_tag("j", "prod", false).unwrap();
+        registry.delete(&format!("j@{}", first.hash), |_, _| Ok(())).unwrap();
+        let actions: Vec<String> =
+            registry.store.recent_audit(10).unwrap().into_iter().rev().map(|record| record.action).collect();
+        assert_eq!(actions, ["upload", "upload", "tag-move", "tag-delete", "revision-delete"]);
+    }
+
+    #[test]
+    fn a_refusing_guard_leaves_everything_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = registry(dir.path());
+        let uploaded =
+            registry.upload(Upload { source: module(1), tag: Some("v1".into()), ..Upload::default() }).unwrap();
+        let refused = registry.delete("j", |_, _| Err(RegistryError::Conflict("in use".into())));
+        assert!(matches!(refused, Err(RegistryError::Conflict(_))));
+        assert_eq!(registry.resolve("j").unwrap().hash, uploaded.hash);
+        assert!(dir.path().join("strategies").join(file::revision_path("j", &uploaded.hash)).exists());
     }
 }

@@ -61,9 +61,10 @@ impl StoredState {
 /// One line of the audit journal.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditEntry {
-    /// What happened: `create`, `start`, `stop`, `fail`, `delete`, `update`, …
+    /// What happened: `create`, `start`, `stop`, `fail`, `delete`, `update`,
+    /// and for the registry `upload`, `tag-move`, `tag-delete`, `revision-delete`.
     pub action: &'static str,
-    /// The instance concerned.
+    /// The instance concerned (empty for registry operations).
     pub instance_id: String,
     /// Its strategy.
     pub strategy: String,
@@ -108,6 +109,9 @@ pub trait InstanceStore: Send + Sync {
     ) -> Result<(), StoreError>;
     /// Removes an instance, with its audit line.
     fn delete_instance(&self, id: &str, audit: &AuditEntry) -> Result<(), StoreError>;
+    /// Appends an audit line on its own (registry operations: uploads, tag
+    /// moves, deletions).
+    fn append_audit(&self, audit: &AuditEntry) -> Result<(), StoreError>;
     /// The last `limit` audit lines, newest first.
     fn recent_audit(&self, limit: usize) -> Result<Vec<AuditRecord>, StoreError>;
 }
@@ -181,6 +185,15 @@ impl InstanceStore for Store {
         self.with_conn(|conn| {
             let tx = conn.transaction()?;
             tx.prepare_cached("DELETE FROM instances WHERE id = ?1")?.execute([id])?;
+            append_audit(&tx, audit)?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    fn append_audit(&self, audit: &AuditEntry) -> Result<(), StoreError> {
+        self.with_conn(|conn| {
+            let tx = conn.transaction()?;
             append_audit(&tx, audit)?;
             tx.commit()?;
             Ok(())
