@@ -436,6 +436,9 @@ impl Instances {
             slots.remove(id);
             slot
         };
+        for provider in &self.providers {
+            provider.forget_owner(id);
+        }
         // A start racing with this delete sees the generation move and gives up.
         slot.lock().generation += 1;
         Ok(())

@@ -274,4 +274,7 @@ pub trait Provider: Send + Sync {
     fn market_state(&self, symbol: &str) -> Option<MarketState>;
     /// Sends an order. Reports come back through the [`PrivateSink`].
     fn submit(&self, order: OrderRequest) -> Result<(), VenueError>;
+    /// Forgets everything the venue holds for `owner` (a deleted instance):
+    /// paper accounts, resting orders. Real venues keep their own books.
+    fn forget_owner(&self, _owner: &str) {}
 }

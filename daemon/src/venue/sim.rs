@@ -753,6 +753,10 @@ impl Provider for SimVenue {
         self.flush();
         Ok(())
     }
+
+    fn forget_owner(&self, owner: &str) {
+        self.remove_owner(owner);
+    }
 }
 
 /// Splits `BASE-QUOTE` and picks a plausible start price.
