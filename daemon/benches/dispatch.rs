@@ -256,7 +256,7 @@ impl<'js> Reused<'js> {
 /// Checks that the bare loop builds exactly what the host passes: the
 /// same strategy logs `JSON.stringify([ctx, evt, payload, price])` in the
 /// host, and the same expression is evaluated on the bare loop's arguments.
-fn check_same_arguments(ctx: &Ctx<'_>, reused: &Reused<'_>, spec: &HostSpec, events: &[MarketEvent]) {
+fn check_same_arguments<'js>(ctx: &Ctx<'js>, reused: &Reused<'js>, spec: &HostSpec, events: &[MarketEvent]) {
     let shared = Arc::new(HostShared::new());
     let source = module(ECHO);
     // Same spec, so the same `ctx` (instance id, strategy and hash too).

@@ -1,9 +1,7 @@
 //! The `--demo` seed: our bundled example strategies and a few instances on
 //! the simulated venue, created through the same paths as any operator's.
 
-use std::collections::BTreeMap;
-
-use strata_shared::api::{CreateInstanceRequest, ScopeEntry, StrategyRef};
+use strata_shared::api::{CreateInstanceRequest, Scope, ScopeEntry, StrategyRef};
 
 use crate::instances::{InstanceError, Instances};
 use crate::registry::{Registry, RegistryError, Upload};
@@ -58,7 +56,7 @@ pub fn seed(registry: &Registry, instances: &Instances) -> Result<usize, DemoErr
         let request = CreateInstanceRequest {
             id: (*id).to_owned(),
             strategy: StrategyRef { identifier: (*selector).to_owned(), config: Default::default() },
-            scope: BTreeMap::from([("sim".to_owned(), ScopeEntry { symbols: vec![(*symbol).to_owned()] })]),
+            scope: Scope::from([("sim".to_owned(), ScopeEntry { symbols: vec![(*symbol).to_owned()] })]),
             auto_start: *start,
         };
         match instances.create(request) {

@@ -326,6 +326,10 @@ pub struct Health {
     pub error: Option<String>,
 }
 
+/// Provider name → symbols, in the order given (the first provider is the
+/// instance's home provider, see `wantsCrossProviderEvents`).
+pub type Scope = indexmap::IndexMap<String, ScopeEntry>;
+
 /// The symbols an instance trades on one provider.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -353,8 +357,8 @@ pub struct CreateInstanceRequest {
     pub id: String,
     /// What to run.
     pub strategy: StrategyRef,
-    /// Provider name → symbols.
-    pub scope: BTreeMap<String, ScopeEntry>,
+    /// Provider name → symbols, home provider first.
+    pub scope: Scope,
     /// Start right away (default false).
     #[serde(default)]
     pub auto_start: bool,
@@ -432,8 +436,8 @@ pub struct InstanceView {
     pub id: String,
     /// What it runs.
     pub strategy: InstanceStrategy,
-    /// Provider name → symbols.
-    pub scope: BTreeMap<String, ScopeEntry>,
+    /// Provider name → symbols, home provider first.
+    pub scope: Scope,
     /// Lifecycle state.
     pub state: InstanceState,
     /// Why it failed, if it did.
@@ -471,7 +475,7 @@ pub struct InstancesPage {
 /// `PUT /strategy/instances/{id}`: the new config (a full spec is accepted
 /// but only `config` may differ from the stored one).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UpdateInstanceRequest {
     /// The new config.
     #[serde(default)]
@@ -484,7 +488,7 @@ pub struct UpdateInstanceRequest {
     pub strategy: Option<serde_json::Value>,
     /// Must match the stored spec if given.
     #[serde(default)]
-    pub scope: Option<BTreeMap<String, ScopeEntry>>,
+    pub scope: Option<Scope>,
     /// Accepted and ignored (a create-time option).
     #[serde(default)]
     pub auto_start: Option<bool>,

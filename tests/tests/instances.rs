@@ -291,3 +291,62 @@ async fn deleting_a_referenced_revision_is_a_409_with_its_usage() {
     let (status, _) = d.delete("/strategies/modules/used").await;
     assert_eq!(status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn slow_handlers_never_slow_their_neighbour_even_on_one_worker() {
+    let d = TestDaemon::start_with(|config| {
+        fast_venue(config);
+        config.runtime.workers = Some(1);
+        config.runtime.queue_capacity = 16;
+    })
+    .await;
+    // Each call computes for 100 ms (under the 250 ms budget): at 50 trades/s
+    // these instances fall far behind and shed events.
+    let busy = "const end = Date.now() + 100; while (Date.now() < end) {}";
+    d.upload(&strategy("busy", "v1", busy), "v1").await;
+    d.upload(&strategy("calm", "v1", ""), "v1").await;
+    for i in 0..3 {
+        create(&d, &format!("busy-{i}"), "busy", true).await;
+    }
+    create(&d, "neighbour", "calm", true).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let start = instance(&d, "neighbour").await["counters"]["eventsDelivered"].as_u64().unwrap();
+    // Latency, not only throughput: the neighbour's last event is never
+    // much older than the 20 ms between trades.
+    let mut worst = Duration::ZERO;
+    for _ in 0..30 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let view = instance(&d, "neighbour").await;
+        let last = time::OffsetDateTime::parse(
+            view["counters"]["lastEventAt"].as_str().unwrap(),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap();
+        worst = worst.max((time::OffsetDateTime::now_utc() - last).try_into().unwrap_or(Duration::ZERO));
+    }
+    assert!(worst < Duration::from_millis(200), "the neighbour waited {worst:?} for an event");
+    let neighbour = instance(&d, "neighbour").await;
+    let delivered = neighbour["counters"]["eventsDelivered"].as_u64().unwrap() - start;
+    assert!(delivered >= 120, "neighbour got only {delivered} of ~150 trades in 3 s");
+    assert_eq!(neighbour["counters"]["eventsDropped"], 0);
+    let busy = instance(&d, "busy-0").await;
+    assert_eq!(busy["state"], "running", "slow is not failed: {busy}");
+    assert!(busy["counters"]["eventsDropped"].as_u64().unwrap() > 0, "a slow instance sheds its own events");
+}
+
+#[tokio::test]
+async fn an_instance_whose_revision_is_missing_at_boot_starts_once_it_is_back() {
+    let d = TestDaemon::start().await;
+    let hash = d.upload(&strategy("fragile", "v1", ""), "v1").await;
+    create(&d, "fragile-1", "fragile", true).await;
+    let path = format!("strategies/fragile/{}/fragile.js", hash.trim_start_matches("sha256:"));
+    let saved = std::fs::read(d.dir().join(&path)).unwrap();
+    let d = d.restart_with(|dir| std::fs::remove_file(dir.join(&path)).unwrap()).await;
+    let view = instance(&d, "fragile-1").await;
+    assert_eq!(view["state"], "failed", "{view}");
+    assert!(view["lastError"].as_str().unwrap().contains("not loaded"));
+
+    let d = d.restart_with(|dir| std::fs::write(dir.join(&path), &saved).unwrap()).await;
+    let view = instance(&d, "fragile-1").await;
+    assert_eq!(view["state"], "running", "stored as running, so it starts once the revision is back: {view}");
+}

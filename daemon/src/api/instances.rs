@@ -10,6 +10,7 @@ use warp::reply::Response;
 use super::{ApiError, ApiResult, body, json, json_reply, query, route, segment, with_daemon};
 use crate::daemon::Daemon;
 use crate::instances::{InstanceError, InstanceFilter};
+use crate::registry::ResolveError;
 
 pub(super) fn routes(daemon: &Daemon) -> BoxedFilter<(Response,)> {
     let d = || with_daemon(daemon);
@@ -77,10 +78,25 @@ struct ListQuery {
 async fn list(daemon: Daemon, query: Result<ListQuery, ApiError>) -> ApiResult {
     ensure_ready(&daemon)?;
     let query = query?;
+    // Like `/strategies/modules?hash=`: a hash or prefix only; an unknown one
+    // matches nothing.
     let hash = match &query.hash {
-        Some(text) => Some(daemon.registry().resolve(text).map_err(ApiError::from)?.hash),
+        Some(text) => {
+            let selector = super::hash_filter(text).map_err(ApiError::from)?;
+            match daemon.registry().resolve_selector(&selector) {
+                Ok(resolved) => Some(Some(resolved.hash)),
+                Err(e @ (ResolveError::Invalid(_) | ResolveError::Ambiguous { .. })) => return Err(e.into()),
+                Err(_) => Some(None),
+            }
+        }
         None => None,
     };
+    if hash == Some(None) {
+        let limit = super::modules::page_limit(query.limit);
+        let empty = InstancesPage { instances: Vec::new(), total: 0, offset: query.offset, limit };
+        return Ok(json_reply(StatusCode::OK, &empty));
+    }
+    let hash = hash.flatten();
     let filter = InstanceFilter { strategy: query.strategy, hash, state: query.state, drift: query.drift };
     let limit = super::modules::page_limit(query.limit);
     let offset = query.offset;

@@ -22,6 +22,7 @@ use warp::{Filter, Rejection};
 use crate::daemon::Daemon;
 pub use error::ApiError;
 use error::PayloadTooLarge;
+use strata_shared::Selector;
 
 /// Serves the API on `listener` until `shutdown` completes.
 pub async fn serve(daemon: Daemon, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) {
@@ -115,6 +116,23 @@ fn query<T: DeserializeOwned + Send + 'static>()
     warp::query::raw().or(warp::any().map(String::new)).unify().map(|raw: String| {
         serde_urlencoded::from_str::<T>(&raw).map_err(|e| ApiError::bad_request(format!("invalid query string: {e}")))
     })
+}
+
+/// Parses the `hash` filter: a hash or prefix in any accepted form, never a
+/// strategy name or tag.
+pub(super) fn hash_filter(text: &str) -> Result<Selector, crate::registry::ResolveError> {
+    let invalid = |m: String| crate::registry::ResolveError::Invalid(m);
+    let selector = Selector::parse(text).map_err(|e| invalid(e.to_string()))?;
+    match &selector {
+        Selector::Hash(_) | Selector::Revision { .. } => Ok(selector),
+        Selector::Name { .. } => match selector.name_as_hash() {
+            Some(hash) => Ok(Selector::Hash(hash)),
+            None => {
+                Err(invalid(format!("hash filter \"{text}\" is not a hash or a hash prefix of at least 8 hex digits")))
+            }
+        },
+        Selector::Tag { .. } => Err(invalid(format!("hash filter \"{text}\" is a tag selector, not a hash"))),
+    }
 }
 
 /// Decodes a JSON body, answering 400 with serde's message on failure.

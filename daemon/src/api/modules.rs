@@ -187,7 +187,7 @@ fn list_modules(daemon: Daemon, query: Result<ModulesQuery, ApiError>) -> ApiRes
         validate_name(name)?;
     }
     let by_hash = match &query.hash {
-        Some(text) => match hash_filter(text).and_then(|selector| registry.resolve_selector(&selector)) {
+        Some(text) => match super::hash_filter(text).and_then(|selector| registry.resolve_selector(&selector)) {
             Ok(resolved) => Some(Some(resolved)),
             Err(crate::registry::ResolveError::Invalid(m)) => return Err(ApiError::bad_request(m)),
             Err(e @ crate::registry::ResolveError::Ambiguous { .. }) => return Err(e.into()),
@@ -217,23 +217,6 @@ fn list_modules(daemon: Daemon, query: Result<ModulesQuery, ApiError>) -> ApiRes
         ModulesPage { modules, total, offset: query.offset, limit }
     });
     Ok(json_reply(StatusCode::OK, &page))
-}
-
-/// Parses the `hash` filter: a hash or prefix in any accepted form, never a
-/// strategy name or tag.
-fn hash_filter(text: &str) -> Result<Selector, crate::registry::ResolveError> {
-    let invalid = |m: String| crate::registry::ResolveError::Invalid(m);
-    let selector = Selector::parse(text).map_err(|e| invalid(e.to_string()))?;
-    match &selector {
-        Selector::Hash(_) | Selector::Revision { .. } => Ok(selector),
-        Selector::Name { .. } => match selector.name_as_hash() {
-            Some(hash) => Ok(Selector::Hash(hash)),
-            None => {
-                Err(invalid(format!("hash filter \"{text}\" is not a hash or a hash prefix of at least 8 hex digits")))
-            }
-        },
-        Selector::Tag { .. } => Err(invalid(format!("hash filter \"{text}\" is a tag selector, not a hash"))),
-    }
 }
 
 fn page_all(state: &RegistryState, include: bool, offset: usize, limit: usize) -> ModulesPage {

@@ -17,8 +17,7 @@ use std::sync::{Arc, Weak};
 use parking_lot::{Mutex, RwLock};
 use serde_json::Value;
 use strata_shared::api::{
-    CountersView, CreateInstanceRequest, InstanceState, InstanceStrategy, InstanceView, ScopeEntry,
-    UpdateInstanceRequest,
+    CountersView, CreateInstanceRequest, InstanceState, InstanceStrategy, InstanceView, Scope, UpdateInstanceRequest,
 };
 use strata_shared::names;
 use time::OffsetDateTime;
@@ -182,6 +181,22 @@ impl Instances {
             }
         }
         for id in to_start {
+            let slot = self.slot(&id)?;
+            let missing = {
+                let s = slot.lock();
+                self.registry.read(|st| st.revision(&s.record.hash).is_none()).then(|| s.record.hash)
+            };
+            if let Some(hash) = missing {
+                // Most likely a broken registry entry: show the instance as
+                // failed but keep it stored as running, so that it starts
+                // again at the next boot once the registry is fixed.
+                let error = format!("revision {hash} is not loaded (see /strategies/registry errors); not started");
+                tracing::warn!(instance = %id, %error, "could not restart instance at boot");
+                let mut s = slot.lock();
+                s.state = InstanceState::Failed;
+                s.last_error = Some(error);
+                continue;
+            }
             if let Err(error) = self.start(&id) {
                 tracing::warn!(instance = %id, %error, "could not restart instance at boot");
             }
@@ -189,7 +204,7 @@ impl Instances {
         Ok(count)
     }
 
-    fn validate_scope(&self, scope: &BTreeMap<String, ScopeEntry>) -> Result<(), InstanceError> {
+    fn validate_scope(&self, scope: &Scope) -> Result<(), InstanceError> {
         if scope.is_empty() {
             return Err(InstanceError::BadRequest("scope must name at least one provider".into()));
         }
@@ -448,9 +463,9 @@ impl Instances {
     /// restarts with it on the same hash.
     pub fn update(&self, id: &str, request: UpdateInstanceRequest) -> Result<InstanceView, InstanceError> {
         let slot = self.slot(id)?;
-        let (record, was_running) = {
+        let (record, was_running, was_failed) = {
             let s = slot.lock();
-            (s.record.clone(), s.state == InstanceState::Running)
+            (s.record.clone(), s.state == InstanceState::Running, s.state == InstanceState::Failed)
         };
         if request.id.as_deref().is_some_and(|given| given != id) {
             return Err(InstanceError::BadRequest("id cannot change".into()));
@@ -486,7 +501,11 @@ impl Instances {
             let mut s = slot.lock();
             s.record = updated.clone();
         }
-        let state = if was_running { StoredState::Running } else { StoredState::Stopped };
+        let state = match (was_running, was_failed) {
+            (true, _) => StoredState::Running,
+            (_, true) => StoredState::Failed,
+            _ => StoredState::Stopped,
+        };
         self.store.save_instance(&updated, state, &Self::audit("update", &updated, None))?;
         if was_running {
             return self.restart(id);
@@ -635,8 +654,9 @@ impl PrivateSink for Instances {
     fn deliver(&self, owner: &str, event: MarketEvent) {
         let Some(slot) = self.slots.read().get(owner).cloned() else { return };
         let cell = slot.lock().cell.clone();
+        // Private events bypass the `events` filter: the host counts fills
+        // even for strategies that do not subscribe to ExecReport.
         if let Some(cell) = cell
-            && cell.wants(event.kind)
             && cell.push(Arc::new(event))
         {
             self.pool.schedule(cell);

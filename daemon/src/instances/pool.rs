@@ -8,10 +8,17 @@
 //! arrived, so one instance's calls are strictly serialised and never run on
 //! two threads at once, while thousands of instances share a few threads.
 //!
-//! A handler that calls `helpers.sleep` blocks its worker. So that it never
-//! delays anyone else, the worker tells the pool first ([`SleepHook`]) and the
-//! pool adds a temporary worker whenever fewer than its base number are
-//! awake; temporary workers leave after a second without work.
+//! A worker runs one cell for at most [`BATCH`] events or [`SLICE`], then
+//! puts it back at the end of the run queue, so busy instances take turns.
+//!
+//! A handler that calls `helpers.sleep`, or one that computes for longer
+//! than [`STALL`], holds its worker. So that neither delays anyone else, the
+//! pool counts such workers as unavailable and adds a temporary worker
+//! whenever fewer than its base number are available and cells are waiting
+//! (a sleeping worker tells the pool at once through [`SleepHook`]; a monitor
+//! thread notices long calls every few milliseconds). A temporary worker
+//! leaves as soon as more than the base number are available again, or after
+//! a second without work.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -27,6 +34,37 @@ use crate::venue::MarketEvent;
 
 /// Events a worker handles for one cell before letting others run.
 pub const BATCH: usize = 64;
+/// Time a worker spends on one cell before letting others run.
+pub const SLICE: Duration = Duration::from_millis(5);
+/// A call running longer than this counts its worker as unavailable.
+pub const STALL: Duration = Duration::from_millis(20);
+/// How often the monitor looks for stalled workers.
+const MONITOR_PERIOD: Duration = Duration::from_millis(5);
+
+/// Milliseconds since the first use, never 0 (0 means "not in a call").
+fn now_ms() -> u64 {
+    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    EPOCH.get_or_init(std::time::Instant::now).elapsed().as_millis() as u64 + 1
+}
+
+/// When the worker's current call started (0 = not in a call, or sleeping).
+#[derive(Debug, Default)]
+struct WorkerClock {
+    busy_since: std::sync::atomic::AtomicU64,
+}
+
+thread_local! {
+    /// The clock of the pool worker running on this thread, if any.
+    static CLOCK: std::cell::RefCell<Option<Arc<WorkerClock>>> = const { std::cell::RefCell::new(None) };
+}
+
+fn clock_set(value: u64) {
+    CLOCK.with(|clock| {
+        if let Some(clock) = clock.borrow().as_ref() {
+            clock.busy_since.store(value, Ordering::Release);
+        }
+    });
+}
 
 /// What a cell reports when its runtime died (CPU budget, memory, a bug):
 /// the message becomes the instance's `lastError`.
@@ -126,16 +164,23 @@ impl Cell {
     fn run(&self) -> bool {
         {
             let mut js = self.js.lock();
+            let started = std::time::Instant::now();
             for _ in 0..BATCH {
                 let Some(runtime) = js.as_mut() else { break };
                 let Some(event) = self.queue.lock().pop_front() else { break };
-                if let Err(error) = runtime.dispatch(&event) {
+                clock_set(now_ms());
+                let dispatched = runtime.dispatch(&event);
+                clock_set(0);
+                if let Err(error) = dispatched {
                     // The runtime is unusable (limit hit) or stopping: drop it
                     // here, on the thread that used it, and report.
                     js.take();
                     if !matches!(error, HostError::Stopped) {
                         (self.on_fatal)(self, error.to_string());
                     }
+                    break;
+                }
+                if started.elapsed() >= SLICE {
                     break;
                 }
             }
@@ -170,6 +215,7 @@ pub struct Pool {
     base: usize,
     live: AtomicUsize,
     sleeping: AtomicUsize,
+    clocks: Mutex<Vec<Arc<WorkerClock>>>,
 }
 
 impl Pool {
@@ -182,11 +228,42 @@ impl Pool {
             base: workers.max(1),
             live: AtomicUsize::new(0),
             sleeping: AtomicUsize::new(0),
+            clocks: Mutex::new(Vec::new()),
         });
         for _ in 0..pool.base {
             pool.spawn_worker(false);
         }
+        let monitor = Arc::downgrade(&pool);
+        let spawned = std::thread::Builder::new().name("js-pool-monitor".into()).spawn(move || {
+            while let Some(pool) = monitor.upgrade() {
+                if pool.available() < pool.base && !pool.receiver.is_empty() {
+                    pool.spawn_worker(true);
+                }
+                drop(pool);
+                std::thread::sleep(MONITOR_PERIOD);
+            }
+        });
+        if let Err(error) = spawned {
+            tracing::error!(%error, "cannot spawn the JS pool monitor; long handlers may delay others");
+        }
         pool
+    }
+
+    /// Workers neither sleeping nor stuck in a call longer than [`STALL`].
+    fn available(&self) -> usize {
+        let now = now_ms();
+        let stall = STALL.as_millis() as u64;
+        let stalled = self
+            .clocks
+            .lock()
+            .iter()
+            .filter(|clock| {
+                let since = clock.busy_since.load(Ordering::Acquire);
+                since != 0 && now.saturating_sub(since) > stall
+            })
+            .count();
+        let live = self.live.load(Ordering::Acquire);
+        live.saturating_sub(self.sleeping.load(Ordering::Acquire)).saturating_sub(stalled)
     }
 
     /// Schedules a cell (after [`Cell::push`] returned true).
@@ -201,34 +278,49 @@ impl Pool {
 
     fn spawn_worker(self: &Arc<Self>, temporary: bool) {
         self.live.fetch_add(1, Ordering::AcqRel);
+        let clock = Arc::new(WorkerClock::default());
+        self.clocks.lock().push(clock.clone());
         let pool = Arc::downgrade(self);
         let receiver = self.receiver.clone();
+        let thread_clock = clock.clone();
         let spawned = std::thread::Builder::new()
             .name(if temporary { "js-worker-extra".into() } else { "js-worker".into() })
             // Room for QuickJS's own stack limit plus Rust frames.
             .stack_size(4 * 1024 * 1024)
-            .spawn(move || worker(pool, receiver, temporary));
+            .spawn(move || {
+                CLOCK.with(|c| *c.borrow_mut() = Some(thread_clock.clone()));
+                worker(&pool, receiver, temporary);
+                if let Some(pool) = pool.upgrade() {
+                    pool.clocks.lock().retain(|c| !Arc::ptr_eq(c, &thread_clock));
+                }
+            });
         if let Err(error) = spawned {
             self.live.fetch_sub(1, Ordering::AcqRel);
+            self.clocks.lock().retain(|c| !Arc::ptr_eq(c, &clock));
             tracing::error!(%error, "cannot spawn a JS worker thread");
         }
     }
 }
 
-fn worker(pool: std::sync::Weak<Pool>, receiver: Receiver<Arc<Cell>>, temporary: bool) {
+/// Whether a temporary worker should leave (and, if so, it is counted out).
+fn leave_if_surplus(pool: &std::sync::Weak<Pool>) -> bool {
+    let Some(pool) = pool.upgrade() else { return true };
+    if pool.available() > pool.base {
+        pool.live.fetch_sub(1, Ordering::AcqRel);
+        return true;
+    }
+    false
+}
+
+fn worker(pool: &std::sync::Weak<Pool>, receiver: Receiver<Arc<Cell>>, temporary: bool) {
     loop {
+        if temporary && leave_if_surplus(pool) {
+            return;
+        }
         let cell = if temporary {
             match receiver.recv_timeout(Duration::from_secs(1)) {
                 Ok(cell) => cell,
-                Err(RecvTimeoutError::Timeout) => {
-                    let Some(pool) = pool.upgrade() else { return };
-                    let awake = pool.live.load(Ordering::Acquire) - pool.sleeping.load(Ordering::Acquire);
-                    if awake > pool.base {
-                        pool.live.fetch_sub(1, Ordering::AcqRel);
-                        return;
-                    }
-                    continue;
-                }
+                Err(RecvTimeoutError::Timeout) => continue,
                 Err(RecvTimeoutError::Disconnected) => return,
             }
         } else {
@@ -261,8 +353,10 @@ fn worker(pool: std::sync::Weak<Pool>, receiver: Receiver<Arc<Cell>>, temporary:
 impl SleepHook for PoolSleepHook {
     fn before_sleep(&self) {
         let Some(pool) = self.0.upgrade() else { return };
-        let sleeping = pool.sleeping.fetch_add(1, Ordering::AcqRel) + 1;
-        if pool.live.load(Ordering::Acquire).saturating_sub(sleeping) < pool.base {
+        // A sleeping worker is counted in `sleeping`, not as a stalled call.
+        clock_set(0);
+        pool.sleeping.fetch_add(1, Ordering::AcqRel);
+        if pool.available() < pool.base {
             pool.spawn_worker(true);
         }
     }
@@ -271,6 +365,7 @@ impl SleepHook for PoolSleepHook {
         if let Some(pool) = self.0.upgrade() {
             pool.sleeping.fetch_sub(1, Ordering::AcqRel);
         }
+        clock_set(now_ms());
     }
 }
 

@@ -23,7 +23,7 @@ pub struct StoredInstance {
     /// Validated config, defaults filled in.
     pub config: serde_json::Map<String, serde_json::Value>,
     /// Provider name → symbols.
-    pub scope: std::collections::BTreeMap<String, strata_shared::api::ScopeEntry>,
+    pub scope: strata_shared::api::Scope,
     /// When it was created.
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: time::OffsetDateTime,
