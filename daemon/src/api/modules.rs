@@ -342,13 +342,16 @@ async fn move_tag(name: String, tag: String, daemon: Daemon, body: bytes::Bytes)
     let (name, tag) = (segment(&name)?, segment(&tag)?);
     let request: TagMoveRequest = json(&body)?;
     let changed = daemon.blocking(move |d| d.registry().move_tag(&name, &tag, &request.hash)).await??;
-    let response = TagResponse {
+    Ok(json_reply(StatusCode::OK, &tag_response(changed)))
+}
+
+fn tag_response(changed: crate::registry::TagChanged) -> TagResponse {
+    TagResponse {
         strategy: changed.strategy,
         tag: changed.tag,
         hash: changed.hash,
         previous_hash: changed.previous_hash,
-    };
-    Ok(json_reply(StatusCode::OK, &response))
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -363,13 +366,7 @@ async fn delete_tag(name: String, tag: String, daemon: Daemon, query: Result<Del
     let query = query?;
     let (name, tag) = (segment(&name)?, segment(&tag)?);
     let changed = daemon.blocking(move |d| d.registry().delete_tag(&name, &tag, query.allow_orphan)).await??;
-    let response = TagResponse {
-        strategy: changed.strategy,
-        tag: changed.tag,
-        hash: changed.hash,
-        previous_hash: changed.previous_hash,
-    };
-    Ok(json_reply(StatusCode::OK, &response))
+    Ok(json_reply(StatusCode::OK, &tag_response(changed)))
 }
 
 #[derive(Debug, Deserialize)]

@@ -17,7 +17,7 @@ use std::sync::{Arc, Weak};
 use parking_lot::{Mutex, RwLock};
 use serde_json::Value;
 use strata_shared::api::{
-    CountersView, CreateInstanceRequest, InstanceState, InstanceStrategy, InstanceView, Scope, UpdateInstanceRequest,
+    CreateInstanceRequest, InstanceState, InstanceStrategy, InstanceView, Scope, UpdateInstanceRequest,
 };
 use strata_shared::names;
 use time::OffsetDateTime;
@@ -560,7 +560,6 @@ impl Instances {
         let record = &s.record;
         let resolves_to = self.registry.resolve(&record.selector).ok().map(|r| r.hash);
         let tag = self.registry.read(|st| st.revision(&record.hash).map(|r| r.tag.clone()));
-        let counters = s.shared.counters.snapshot();
         let pinned = format!("{}@{}", record.strategy, record.hash);
         InstanceView {
             id: record.id.clone(),
@@ -576,14 +575,7 @@ impl Instances {
             last_error: s.last_error.clone(),
             drift: resolves_to.is_some_and(|h| h != record.hash),
             resolves_to,
-            counters: CountersView {
-                events_delivered: counters.events_delivered,
-                events_dropped: counters.events_dropped,
-                handler_errors: counters.handler_errors,
-                orders_submitted: counters.orders_submitted,
-                orders_filled: counters.orders_filled,
-                last_event_at: counters.last_event_at,
-            },
+            counters: s.shared.counters.snapshot(),
             created_at: record.created_at,
             started_at: s.started_at,
             links: BTreeMap::from([

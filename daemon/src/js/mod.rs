@@ -23,6 +23,7 @@
 //! Promise jobs queued by the top level are not run.
 
 mod validate;
+pub(crate) use validate::type_of;
 
 #[cfg(test)]
 mod tests;

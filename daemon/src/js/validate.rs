@@ -295,8 +295,8 @@ fn type_hint(kind: ConfigType) -> &'static str {
     }
 }
 
-/// JSON type name of `value`, for messages.
-fn type_of(value: &Value) -> &'static str {
+/// JSON type name of `value`, for messages ("a string", "null"…).
+pub(crate) fn type_of(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

@@ -24,7 +24,7 @@ pub fn validate_config(metadata: &ModuleMetadata, config: &Value) -> Result<Map<
     let given = match config {
         Value::Null => &empty,
         Value::Object(map) => map,
-        other => return Err(vec![format!("config must be a JSON object, got {}", json_type(other))]),
+        other => return Err(vec![format!("config must be a JSON object, got {}", crate::js::type_of(other))]),
     };
 
     let implicit_dry_run;
@@ -95,18 +95,6 @@ fn type_description(kind: ConfigType) -> &'static str {
     }
 }
 
-/// JSON type name of a value, for error messages.
-fn json_type(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
 /// A value as shown in an error message: short JSON, with its type.
 fn shown(value: &Value) -> String {
     let mut json = value.to_string();
@@ -118,7 +106,7 @@ fn shown(value: &Value) -> String {
         json.truncate(end);
         json.push('…');
     }
-    format!("{} {json}", json_type(value))
+    format!("{} {json}", crate::js::type_of(value))
 }
 
 #[cfg(test)]

@@ -1617,7 +1617,7 @@ mod tests {
         })
     }
 
-    fn counters(h: &Harness) -> crate::runtime::logs::CountersSnapshot {
+    fn counters(h: &Harness) -> crate::runtime::logs::CountersView {
         h.shared.counters.snapshot()
     }
 
@@ -2388,7 +2388,7 @@ mod tests {
 
     /// Drives one demo strategy with 200 synthetic events; live orders get
     /// acknowledged and then filled (every fifth one rejected).
-    fn run_demo(path: &std::path::Path, dry_run: bool) -> (crate::runtime::logs::CountersSnapshot, usize) {
+    fn run_demo(path: &std::path::Path, dry_run: bool) -> (crate::runtime::logs::CountersView, usize) {
         let source = std::fs::read_to_string(path).unwrap();
         let providers = vec![FakeProvider::new("sim", &["BTC-USDT", "ETH-USDT"])];
         let spec = spec_for(&source, json!({"dry_run": dry_run}), &providers, JsLimits::default());

@@ -7,6 +7,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+pub use strata_shared::api::CountersView;
 
 use parking_lot::Mutex;
 use serde::{Serialize, Serializer};
@@ -141,13 +142,13 @@ impl Counters {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// A consistent-enough copy for the API.
-    pub fn snapshot(&self) -> CountersSnapshot {
+    /// A consistent-enough copy, as the API shows it (`counters` of an instance).
+    pub fn snapshot(&self) -> CountersView {
         let last_event_at = match self.last_event_at.load(Ordering::Relaxed) {
             0 => None,
             millis => OffsetDateTime::from_unix_timestamp_nanos(i128::from(millis) * 1_000_000).ok(),
         };
-        CountersSnapshot {
+        CountersView {
             events_delivered: self.events_delivered.load(Ordering::Relaxed),
             events_dropped: self.events_dropped.load(Ordering::Relaxed),
             handler_errors: self.handler_errors.load(Ordering::Relaxed),
@@ -156,26 +157,6 @@ impl Counters {
             last_event_at,
         }
     }
-}
-
-/// Point-in-time copy of [`Counters`], as the API shows it
-/// (`counters` of an instance object).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct CountersSnapshot {
-    /// See [`Counters::events_delivered`].
-    pub events_delivered: u64,
-    /// See [`Counters::events_dropped`].
-    pub events_dropped: u64,
-    /// See [`Counters::handler_errors`].
-    pub handler_errors: u64,
-    /// See [`Counters::orders_submitted`].
-    pub orders_submitted: u64,
-    /// See [`Counters::orders_filled`].
-    pub orders_filled: u64,
-    /// When the last event was delivered (RFC 3339), or `null` if never.
-    #[serde(with = "time::serde::rfc3339::option")]
-    pub last_event_at: Option<OffsetDateTime>,
 }
 
 #[cfg(test)]
