@@ -53,6 +53,10 @@ async fn wait_for(d: &TestDaemon, id: &str, within: Duration, check: impl Fn(&Va
     }
 }
 
+/// Serialises the tests that measure timing or burn CPU, so that on a
+/// 2-core CI machine they do not skew each other.
+static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn fast_venue(config: &mut strata_daemon::Config) {
     config.providers[0].trades_per_sec = Some(50.0);
 }
@@ -138,6 +142,7 @@ async fn bad_instance_requests_are_rejected_precisely() {
 
 #[tokio::test]
 async fn a_handler_that_loops_forever_fails_only_its_instance() {
+    let _heavy = HEAVY.lock().await;
     let d = TestDaemon::start_with(fast_venue).await;
     d.upload(&strategy("forever", "v1", "while (true) {}"), "v1").await;
     d.upload(&strategy("calm", "v1", ""), "v1").await;
@@ -154,6 +159,7 @@ async fn a_handler_that_loops_forever_fails_only_its_instance() {
 
 #[tokio::test]
 async fn a_module_that_exhausts_memory_hits_the_cap() {
+    let _heavy = HEAVY.lock().await;
     let d = TestDaemon::start().await;
     d.upload(
         &strategy("hog", "v1", "const keep = []; while (true) { keep.push(new Array(100000).fill(trades)); }"),
@@ -168,6 +174,7 @@ async fn a_module_that_exhausts_memory_hits_the_cap() {
 
 #[tokio::test]
 async fn a_sleeping_strategy_never_slows_its_neighbour() {
+    let _heavy = HEAVY.lock().await;
     let d = TestDaemon::start_with(fast_venue).await;
     d.upload(&strategy("sleepy", "v1", "env.helpers.sleep(500);"), "v1").await;
     d.upload(&strategy("calm", "v1", ""), "v1").await;
@@ -294,15 +301,17 @@ async fn deleting_a_referenced_revision_is_a_409_with_its_usage() {
 
 #[tokio::test]
 async fn slow_handlers_never_slow_their_neighbour_even_on_one_worker() {
+    let _heavy = HEAVY.lock().await;
     let d = TestDaemon::start_with(|config| {
         fast_venue(config);
         config.runtime.workers = Some(1);
         config.runtime.queue_capacity = 16;
     })
     .await;
-    // Each call computes for 100 ms (under the 250 ms budget): at 50 trades/s
-    // these instances fall far behind and shed events.
-    let busy = "const end = Date.now() + 100; while (Date.now() < end) {}";
+    // Each call computes for 150 ms (under the 250 ms budget): at 50 trades/s
+    // these instances fall far behind and shed events. Without the stall
+    // monitor the neighbour would wait 3 × 150 ms for its turn.
+    let busy = "const end = Date.now() + 150; while (Date.now() < end) {}";
     d.upload(&strategy("busy", "v1", busy), "v1").await;
     d.upload(&strategy("calm", "v1", ""), "v1").await;
     for i in 0..3 {
@@ -324,7 +333,8 @@ async fn slow_handlers_never_slow_their_neighbour_even_on_one_worker() {
         .unwrap();
         worst = worst.max((time::OffsetDateTime::now_utc() - last).try_into().unwrap_or(Duration::ZERO));
     }
-    assert!(worst < Duration::from_millis(200), "the neighbour waited {worst:?} for an event");
+    eprintln!("worst staleness of the neighbour's last event: {worst:?}");
+    assert!(worst < Duration::from_millis(250), "the neighbour waited {worst:?} for an event");
     let neighbour = instance(&d, "neighbour").await;
     let delivered = neighbour["counters"]["eventsDelivered"].as_u64().unwrap() - start;
     assert!(delivered >= 120, "neighbour got only {delivered} of ~150 trades in 3 s");
@@ -349,4 +359,53 @@ async fn an_instance_whose_revision_is_missing_at_boot_starts_once_it_is_back() 
     let d = d.restart_with(|dir| std::fs::write(dir.join(&path), &saved).unwrap()).await;
     let view = instance(&d, "fragile-1").await;
     assert_eq!(view["state"], "running", "stored as running, so it starts once the revision is back: {view}");
+}
+
+#[tokio::test]
+async fn a_storm_of_concurrent_lifecycle_calls_leaves_one_consistent_instance() {
+    let d = TestDaemon::start_with(fast_venue).await;
+    d.upload(&strategy("storm", "v1", ""), "v1").await;
+    create(&d, "eye", "storm", true).await;
+    let mut tasks = Vec::new();
+    for i in 0..60 {
+        let (client, url) = (d.client.clone(), d.url.clone());
+        tasks.push(tokio::spawn(async move {
+            let action = ["start", "stop", "restart"][i % 3];
+            client.post(format!("{url}/strategy/instances/eye/{action}")).send().await.unwrap().status()
+        }));
+    }
+    for task in tasks {
+        let status = task.await.unwrap();
+        assert!(status == StatusCode::OK || status == StatusCode::CONFLICT, "unexpected {status}");
+    }
+    // Whatever state the storm left, stopping must leave no runtime behind:
+    // a leaked one would keep counting deliveries.
+    let view = instance(&d, "eye").await;
+    if view["state"] == "running" {
+        let (status, _) = d.post("/strategy/instances/eye/stop", json!({})).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let view = wait_for(&d, "eye", Duration::from_secs(5), |v| v["state"] == "stopped").await;
+    let before = view["counters"]["eventsDelivered"].as_u64().unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = instance(&d, "eye").await["counters"]["eventsDelivered"].as_u64().unwrap();
+    assert_eq!(before, after, "a stopped instance received events: a runtime leaked");
+
+    // Concurrent deletes: exactly one succeeds.
+    let mut tasks = Vec::new();
+    for _ in 0..10 {
+        let (client, url) = (d.client.clone(), d.url.clone());
+        tasks.push(tokio::spawn(async move {
+            client.delete(format!("{url}/strategy/instances/eye")).send().await.unwrap().status()
+        }));
+    }
+    let mut deleted = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            StatusCode::OK => deleted += 1,
+            StatusCode::NOT_FOUND | StatusCode::CONFLICT => {}
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(deleted, 1);
 }
