@@ -13,6 +13,7 @@ use crate::instances::{InstanceOptions, Instances, LateSink};
 use crate::metrics::Metrics;
 use crate::registry::{Registry, RegistryOptions};
 use crate::store::{Store, StoreError};
+use crate::usage::UsageIndex;
 use crate::venue::Provider;
 use crate::venue::sim::SimVenue;
 use crate::{api, demo, instances};
@@ -32,6 +33,7 @@ struct Inner {
     metrics: Metrics,
     store: Arc<Store>,
     registry: Arc<Registry>,
+    usage: Arc<UsageIndex>,
     instances: Arc<Instances>,
 }
 
@@ -59,6 +61,11 @@ impl Daemon {
     /// The strategy registry.
     pub fn registry(&self) -> &Registry {
         &self.inner.registry
+    }
+
+    /// The revision usage index.
+    pub fn usage(&self) -> &UsageIndex {
+        &self.inner.usage
     }
 
     /// The instance manager.
@@ -175,9 +182,11 @@ pub async fn boot(config: Config, listener: TcpListener) -> Result<Running, Boot
     let venues: Vec<Arc<SimVenue>> =
         config.providers.iter().map(|p| SimVenue::new(p.sim_config(), sink.clone())).collect();
     let providers: Vec<Arc<dyn Provider>> = venues.iter().map(|v| v.clone() as Arc<dyn Provider>).collect();
+    let usage = Arc::new(UsageIndex::new());
     let instances = Instances::new(
         registry.clone(),
         store.clone(),
+        usage.clone(),
         providers,
         InstanceOptions {
             js_limits: config.js_limits(),
@@ -192,9 +201,21 @@ pub async fn boot(config: Config, listener: TcpListener) -> Result<Running, Boot
     sink.bind(&instances);
     let mut background = instances::spawn_fanout(&instances);
     background.extend(venues.iter().map(|venue| venue.spawn()));
+    background.push(tokio::spawn({
+        // SPEC §2.1: lastSeen moves at least every 30 s while a revision runs.
+        let usage = usage.clone();
+        async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(15));
+            loop {
+                every.tick().await;
+                usage.touch_running(time::OffsetDateTime::now_utc());
+            }
+        }
+    }));
 
-    let daemon =
-        Daemon { inner: Arc::new(Inner { ready: Default::default(), config, metrics, store, registry, instances }) };
+    let daemon = Daemon {
+        inner: Arc::new(Inner { ready: Default::default(), config, metrics, store, registry, usage, instances }),
+    };
 
     let addr = listener.local_addr().map_err(BootError::Listener)?;
     let (shutdown, stop) = oneshot::channel::<()>();

@@ -505,3 +505,58 @@ pub struct ProviderInfo {
     /// Symbols it trades.
     pub symbols: Vec<String>,
 }
+
+/// The `usage` block of `GET /strategies/modules/{selector}/usage`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageSummary {
+    /// Running instances.
+    pub count: usize,
+    /// Instances tracked on the revision: running plus those that ran it and
+    /// are now stopped.
+    pub instances: usize,
+    /// First time any instance ran it.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub first_seen: Option<OffsetDateTime>,
+    /// Last time an instance was seen running it.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_seen: Option<OffsetDateTime>,
+    /// No running instance and no tag pointing at it.
+    pub retired: bool,
+}
+
+/// One instance in a usage page.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageInstance {
+    /// Instance id.
+    pub id: String,
+    /// Lifecycle state.
+    pub state: InstanceState,
+    /// The selector as typed.
+    pub selector: String,
+    /// `self`.
+    pub links: Links,
+}
+
+/// `GET /strategies/modules/{selector}/usage`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageResponse {
+    /// The selector as given.
+    pub selector: String,
+    /// The strategy it resolved to.
+    pub strategy: String,
+    /// The revision it resolved to.
+    pub hash: RevisionHash,
+    /// The revision's usage.
+    pub usage: UsageSummary,
+    /// A page of its instances, running ones first (by id).
+    pub instances: Vec<UsageInstance>,
+    /// Instances before paging.
+    pub total: usize,
+    /// Index of the first item of the page.
+    pub offset: usize,
+    /// Page size used.
+    pub limit: usize,
+}

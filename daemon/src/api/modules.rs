@@ -2,13 +2,14 @@
 //! `/strategies/registry`.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::Deserialize;
 use strata_shared::RevisionHash;
 use strata_shared::api::{
     DEFAULT_LIMIT, DeleteResponse, LoadErrorInfo, MAX_LIMIT, ModuleSummary, ModulesPage, RegistryExport, RevisionInfo,
-    RevisionSummary, RevisionUsage, StrategyInfo, StrategyList, TagMoveRequest, TagResponse, UploadRequest,
-    UploadResponse, UsageEntry,
+    RevisionSummary, RevisionUsage, RunningInfo, StrategyInfo, StrategyList, TagMoveRequest, TagResponse,
+    UploadRequest, UploadResponse, UsageEntry, UsageInstance, UsageResponse, UsageSummary,
 };
 use strata_shared::names;
 use strata_shared::selector::Selector;
@@ -20,6 +21,7 @@ use warp::{Filter, Reply};
 use super::{ApiError, ApiResult, body, json, json_reply, query, route, segment, with_daemon};
 use crate::daemon::Daemon;
 use crate::registry::{RegistryError, RegistryState, Revision, Strategy, Upload};
+use crate::usage::UsageIndex;
 
 pub(super) fn routes(daemon: &Daemon) -> BoxedFilter<(Response,)> {
     let d = || with_daemon(daemon);
@@ -42,6 +44,11 @@ pub(super) fn routes(daemon: &Daemon) -> BoxedFilter<(Response,)> {
         .then(|selector: String, daemon: Daemon, body: bytes::Bytes| async move { upload(daemon, Some(selector), body).await });
     let get_module = warp::path!("strategies" / "modules" / String).and(warp::get()).and(d()).map(get_module);
     let source = warp::path!("strategies" / "modules" / String / "source").and(warp::get()).and(d()).then(get_source);
+    let usage = warp::path!("strategies" / "modules" / String / "usage")
+        .and(warp::get())
+        .and(d())
+        .and(query::<UsageQuery>())
+        .then(get_usage);
     let delete = warp::path!("strategies" / "modules" / String).and(warp::delete()).and(d()).then(delete_module);
     let move_tag = warp::path!("strategies" / "modules" / String / "tags" / String)
         .and(warp::put())
@@ -68,6 +75,8 @@ pub(super) fn routes(daemon: &Daemon) -> BoxedFilter<(Response,)> {
         .unify()
         .or(route(daemon, "GET", "/strategies/modules/{selector}/source", source))
         .unify()
+        .or(route(daemon, "GET", "/strategies/modules/{selector}/usage", usage))
+        .unify()
         .or(route(daemon, "DELETE", "/strategies/modules/{selector}", delete))
         .unify()
         .or(route(daemon, "PUT", "/strategies/modules/{name}/tags/{tag}", move_tag))
@@ -92,12 +101,21 @@ fn validate_name(name: &str) -> Result<(), ApiError> {
     names::validate_strategy_name(name).map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
-fn revision_info(strategy: &Strategy, revision: &Revision) -> RevisionInfo {
+/// Ids listed per revision in a module summary's `running` block; the full
+/// list is paged by the usage endpoint.
+const RUNNING_IDS_IN_SUMMARY: usize = 100;
+
+/// SPEC §2.1: no running instance and no tag pointing at it (grace period 0).
+fn is_retired(usage: &UsageIndex, strategy: &Strategy, revision: &Revision) -> bool {
+    usage.summary(&revision.strategy, revision.hash).count == 0 && strategy.tags_of(&revision.hash).is_empty()
+}
+
+fn revision_info(usage: &UsageIndex, strategy: &Strategy, revision: &Revision) -> RevisionInfo {
     let tags = strategy.tags_of(&revision.hash);
     RevisionInfo {
         hash: revision.hash,
         tag: revision.tag.clone(),
-        retired: tags.is_empty(),
+        retired: is_retired(usage, strategy, revision),
         tags,
         path: revision.path.clone(),
         size: revision.size,
@@ -108,19 +126,36 @@ fn tag_aliases(strategy: &Strategy) -> BTreeMap<String, RevisionHash> {
     strategy.tags.iter().map(|(tag, hash)| (tag.clone(), *hash)).collect()
 }
 
-fn module_summary(name: &str, strategy: &Strategy, only: Option<RevisionHash>) -> ModuleSummary {
+fn module_summary(
+    usage: &UsageIndex,
+    name: &Arc<str>,
+    strategy: &Strategy,
+    only: Option<RevisionHash>,
+) -> ModuleSummary {
     let revisions = strategy
         .revisions
         .values()
         .filter(|rev| only.is_none_or(|hash| rev.hash == hash))
-        .map(|rev| revision_info(strategy, rev))
+        .map(|rev| revision_info(usage, strategy, rev))
+        .collect();
+    let hashes = strategy.revisions.keys().copied().filter(|h| only.is_none_or(|o| o == *h));
+    let running = usage
+        .running_revisions(name, hashes, RUNNING_IDS_IN_SUMMARY)
+        .into_iter()
+        .map(|(hash, summary, instances)| RunningInfo {
+            hash,
+            instances,
+            count: summary.count,
+            first_seen: summary.first_seen,
+            last_seen: summary.last_seen,
+        })
         .collect();
     ModuleSummary {
-        name: name.to_owned(),
+        name: name.to_string(),
         tag_aliases: tag_aliases(strategy),
         revisions,
         metadata: strategy.latest().map(|rev| (*rev.metadata).clone()),
-        running: Vec::new(),
+        running,
         links: BTreeMap::from([("self".to_owned(), format!("/strategies/modules/{name}"))]),
     }
 }
@@ -195,22 +230,23 @@ fn list_modules(daemon: Daemon, query: Result<ModulesQuery, ApiError>) -> ApiRes
         },
         None => None,
     };
+    let usage = daemon.usage();
     let page = registry.read(|state| {
-        // The usage index arrives with the runtime; until then nothing runs,
-        // so `runningOnly` matches nothing.
-        let running_only_matches = !query.running_only;
         let single = |name: &str, only: Option<RevisionHash>| -> Vec<ModuleSummary> {
-            match state.strategy(name) {
-                Some(strategy) if running_only_matches => vec![module_summary(name, strategy, only)],
-                _ => Vec::new(),
+            let Some((name, strategy)) = state.strategies().get_key_value(name) else { return Vec::new() };
+            let summary = module_summary(usage, name, strategy, only);
+            if query.running_only && summary.running.is_empty() {
+                return Vec::new();
             }
+            vec![summary]
         };
         let modules = match (&by_hash, &query.strategy) {
             (Some(None), _) => Vec::new(),
             (Some(Some(resolved)), Some(name)) if **name != *resolved.strategy => Vec::new(),
             (Some(Some(resolved)), _) => single(&resolved.strategy, Some(resolved.hash)),
             (None, Some(name)) => single(name, None),
-            (None, None) => return page_all(state, running_only_matches, query.offset, limit),
+            (None, None) if query.running_only => return page_running(usage, state, query.offset, limit),
+            (None, None) => return page_all(usage, state, query.offset, limit),
         };
         let total = modules.len();
         let modules = modules.into_iter().skip(query.offset).take(limit).collect();
@@ -219,18 +255,26 @@ fn list_modules(daemon: Daemon, query: Result<ModulesQuery, ApiError>) -> ApiRes
     Ok(json_reply(StatusCode::OK, &page))
 }
 
-fn page_all(state: &RegistryState, include: bool, offset: usize, limit: usize) -> ModulesPage {
-    if !include {
-        return ModulesPage { modules: Vec::new(), total: 0, offset, limit };
-    }
+fn page_all(usage: &UsageIndex, state: &RegistryState, offset: usize, limit: usize) -> ModulesPage {
     let strategies = state.strategies();
     let modules = strategies
         .iter()
         .skip(offset)
         .take(limit)
-        .map(|(name, strategy)| module_summary(name, strategy, None))
+        .map(|(name, strategy)| module_summary(usage, name, strategy, None))
         .collect();
     ModulesPage { modules, total: strategies.len(), offset, limit }
+}
+
+/// `runningOnly`: paged from the usage index's running-strategies set, never
+/// by scanning the registry.
+fn page_running(usage: &UsageIndex, state: &RegistryState, offset: usize, limit: usize) -> ModulesPage {
+    let (names, total) = usage.running_strategies(offset, limit);
+    let modules = names
+        .iter()
+        .filter_map(|name| state.strategy(name).map(|strategy| module_summary(usage, name, strategy, None)))
+        .collect();
+    ModulesPage { modules, total, offset, limit }
 }
 
 fn get_module(selector: String, daemon: Daemon) -> ApiResult {
@@ -245,7 +289,7 @@ fn get_module(selector: String, daemon: Daemon) -> ApiResult {
         Some(RevisionSummary {
             selector: selector.clone(),
             strategy: name.to_string(),
-            revision: revision_info(strategy, &revision),
+            revision: revision_info(daemon.usage(), strategy, &revision),
             metadata: (*revision.metadata).clone(),
             links: BTreeMap::from([
                 ("self".to_owned(), format!("/strategies/modules/{pinned}")),
@@ -265,6 +309,62 @@ async fn get_source(selector: String, daemon: Daemon) -> ApiResult {
     let revision = daemon.registry().revision(&selector)?;
     let bytes = daemon.blocking(move |d| d.registry().source(&revision)).await??;
     Ok(warp::reply::with_header(bytes, "content-type", "application/javascript; charset=utf-8").into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct UsageQuery {
+    limit: Option<usize>,
+    #[serde(default)]
+    offset: usize,
+    #[serde(default)]
+    include_stopped: bool,
+}
+
+/// `GET /strategies/modules/{selector}/usage`: O(1) summary, O(limit) page.
+async fn get_usage(selector: String, daemon: Daemon, query: Result<UsageQuery, ApiError>) -> ApiResult {
+    ensure_loaded(&daemon)?;
+    let query = query?;
+    let selector = segment(&selector)?;
+    let revision = daemon.registry().revision(&selector)?;
+    let limit = page_limit(query.limit);
+    let usage = daemon.usage();
+    let summary = usage.summary(&revision.strategy, revision.hash);
+    let retired = daemon
+        .registry()
+        .read(|state| state.strategy(&revision.strategy).map(|s| is_retired(usage, s, &revision)))
+        .unwrap_or(summary.count == 0);
+    let (ids, total) = usage.page(&revision.strategy, revision.hash, query.include_stopped, query.offset, limit);
+    let instances = daemon
+        .blocking(move |d| {
+            ids.iter()
+                .filter_map(|id| d.instances().view(id).ok())
+                .map(|view| UsageInstance {
+                    links: BTreeMap::from([("self".to_owned(), format!("/strategy/instances/{}", view.id))]),
+                    id: view.id,
+                    state: view.state,
+                    selector: view.strategy.selector,
+                })
+                .collect()
+        })
+        .await?;
+    let response = UsageResponse {
+        selector,
+        strategy: revision.strategy.to_string(),
+        hash: revision.hash,
+        usage: UsageSummary {
+            count: summary.count,
+            instances: summary.count + summary.stopped,
+            first_seen: summary.first_seen,
+            last_seen: summary.last_seen,
+            retired,
+        },
+        instances,
+        total,
+        offset: query.offset,
+        limit,
+    };
+    Ok(json_reply(StatusCode::OK, &response))
 }
 
 async fn upload(daemon: Daemon, selector: Option<String>, body: bytes::Bytes) -> ApiResult {
@@ -309,6 +409,10 @@ async fn delete_module(selector: String, daemon: Daemon) -> ApiResult {
     let deleted = daemon
         .blocking(move |d| d.registry().delete(&selector, |strategy, hashes| refuse_if_used(d, strategy, hashes)))
         .await??;
+    let strategy: Arc<str> = Arc::from(deleted.strategy.as_str());
+    for hash in &deleted.hashes {
+        daemon.usage().remove_revision(&strategy, *hash);
+    }
     let response = DeleteResponse {
         strategy: deleted.strategy,
         deleted: deleted.hashes,
@@ -385,19 +489,22 @@ pub(super) fn load_errors(daemon: &Daemon) -> Vec<LoadErrorInfo> {
     })
 }
 
-fn usage_entries(state: &RegistryState) -> Vec<UsageEntry> {
+fn usage_entries(usage: &UsageIndex, state: &RegistryState) -> Vec<UsageEntry> {
     state
         .strategies()
         .iter()
         .flat_map(|(name, strategy)| {
-            strategy.revisions.values().map(move |rev| UsageEntry {
-                strategy: name.to_string(),
-                hash: rev.hash,
-                count: 0,
-                instances: Vec::new(),
-                first_seen: None,
-                last_seen: None,
-                retired: strategy.tags_of(&rev.hash).is_empty(),
+            strategy.revisions.values().map(move |rev| {
+                let summary = usage.summary(name, rev.hash);
+                UsageEntry {
+                    strategy: name.to_string(),
+                    hash: rev.hash,
+                    count: summary.count,
+                    instances: usage.running_ids(name, rev.hash),
+                    first_seen: summary.first_seen,
+                    last_seen: summary.last_seen,
+                    retired: is_retired(usage, strategy, rev),
+                }
             })
         })
         .collect()
@@ -409,14 +516,14 @@ async fn export_registry(daemon: Daemon, query: Result<ExportQuery, ApiError>) -
     match query.format.as_deref() {
         None | Some("json") => {
             let registry = daemon.blocking(|d| d.registry().document()).await?;
-            let usage = daemon.registry().read(usage_entries);
+            let usage = daemon.registry().read(|state| usage_entries(daemon.usage(), state));
             let export = RegistryExport { registry, usage, errors: load_errors(&daemon) };
             Ok(json_reply(StatusCode::OK, &export))
         }
         Some("csv") => {
             let csv = daemon.registry().read(|state| {
                 let mut out = String::from("strategy,hash,tags,count,firstSeen,lastSeen,retired\n");
-                for entry in usage_entries(state) {
+                for entry in usage_entries(daemon.usage(), state) {
                     let tags =
                         state.strategy(&entry.strategy).map(|s| s.tags_of(&entry.hash).join(";")).unwrap_or_default();
                     let time = |t: Option<time::OffsetDateTime>| {

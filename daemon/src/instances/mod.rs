@@ -27,6 +27,7 @@ use crate::registry::{Registry, ResolveError};
 use crate::runtime::config::validate_config;
 use crate::runtime::host::{HostShared, HostSpec, JsInstance};
 use crate::store::{AuditEntry, InstanceStore, Store, StoreError, StoredInstance, StoredState};
+use crate::usage::UsageIndex;
 use crate::venue::{MarketEvent, PrivateSink, Provider};
 use pool::{Cell, Pool, PoolSleepHook};
 
@@ -94,6 +95,7 @@ pub struct Instances {
     me: Weak<Instances>,
     registry: Arc<Registry>,
     store: Arc<Store>,
+    usage: Arc<UsageIndex>,
     providers: Vec<Arc<dyn Provider>>,
     pool: Arc<Pool>,
     options: InstanceOptions,
@@ -116,6 +118,7 @@ impl Instances {
     pub fn new(
         registry: Arc<Registry>,
         store: Arc<Store>,
+        usage: Arc<UsageIndex>,
         providers: Vec<Arc<dyn Provider>>,
         options: InstanceOptions,
     ) -> Arc<Self> {
@@ -124,6 +127,7 @@ impl Instances {
             me: me.clone(),
             registry,
             store,
+            usage,
             providers,
             pool,
             options,
@@ -313,7 +317,9 @@ impl Instances {
                 s.cell = Some(cell);
                 s.state = InstanceState::Running;
                 s.last_error = None;
-                s.started_at = Some(now());
+                let started = now();
+                s.started_at = Some(started);
+                self.usage.started(&Arc::from(record.strategy.as_str()), record.hash, id, started);
                 drop(s);
                 self.store.set_state(id, StoredState::Running, None, &Self::audit("start", &record, None))?;
                 self.view(id)
@@ -379,6 +385,7 @@ impl Instances {
             }
             s.state = InstanceState::Failed;
             s.last_error = Some(error.clone());
+            self.usage.stopped(&Arc::from(s.record.strategy.as_str()), s.record.hash, id, now());
             s.record.clone()
         };
         tracing::warn!(instance = %id, strategy = %record.strategy, hash = %record.hash, %error, "instance failed");
@@ -416,6 +423,7 @@ impl Instances {
             let mut s = slot.lock();
             s.state = InstanceState::Stopped;
             s.started_at = None;
+            self.usage.stopped(&Arc::from(record.strategy.as_str()), record.hash, id, now());
         }
         if persist {
             self.store.set_state(id, StoredState::Stopped, None, &Self::audit("stop", &record, None))?;
@@ -447,6 +455,7 @@ impl Instances {
                     return Err(InstanceError::Conflict(format!("instance \"{id}\" is {}", s.state.as_str())));
                 }
                 self.store.delete_instance(id, &Self::audit("delete", &s.record, None))?;
+                self.usage.forget(&Arc::from(s.record.strategy.as_str()), s.record.hash, id);
             }
             slots.remove(id);
             slot

@@ -1,0 +1,96 @@
+//! End-to-end tests of the revision usage index (SPEC §2.1) as the API
+//! shows it: the usage endpoint, the modules' `running` block and
+//! `runningOnly`, and the registry export.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use strata_tests::{TestDaemon, module};
+
+async fn create(d: &TestDaemon, id: &str, identifier: &str, auto_start: bool) {
+    let body = json!({"id": id, "strategy": {"identifier": identifier},
+                      "scope": {"sim": {"symbols": ["BTC-USDT"]}}, "autoStart": auto_start});
+    let (status, view) = d.post("/strategy/instances", body).await;
+    assert_eq!(status, StatusCode::CREATED, "{view}");
+}
+
+fn ids(page: &Value) -> Vec<&str> {
+    page["instances"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap()).collect()
+}
+
+#[tokio::test]
+async fn usage_follows_every_lifecycle_transition() {
+    let d = TestDaemon::start().await;
+    let v1 = d.upload(&module("used", 1), "v1").await;
+    let v2 = d.upload(&module("used", 2), "v2").await;
+    d.upload(&module("idle", 1), "v1").await;
+    let pinned = format!("used@{v1}");
+    create(&d, "b", &pinned, true).await;
+    create(&d, "a", &pinned, true).await;
+    create(&d, "never", &pinned, false).await;
+    create(&d, "other", "used", true).await;
+
+    let (status, usage) = d.get(&format!("/strategies/modules/{pinned}/usage")).await;
+    assert_eq!(status, StatusCode::OK, "{usage}");
+    assert_eq!(usage["strategy"], "used");
+    assert_eq!(usage["hash"], v1.as_str());
+    assert_eq!(usage["usage"]["count"], 2);
+    assert_eq!(usage["usage"]["retired"], false);
+    assert!(usage["usage"]["firstSeen"].is_string() && usage["usage"]["lastSeen"].is_string());
+    assert_eq!(ids(&usage), ["a", "b"], "running ids, ordered");
+    assert_eq!(usage["instances"][0]["links"]["self"], "/strategy/instances/a");
+    assert_eq!(usage["total"], 2);
+
+    d.post("/strategy/instances/b/stop", json!({})).await;
+    let (_, usage) = d.get(&format!("/strategies/modules/{pinned}/usage")).await;
+    assert_eq!((usage["usage"]["count"].clone(), ids(&usage)), (json!(1), vec!["a"]));
+    let (_, usage) = d.get(&format!("/strategies/modules/{pinned}/usage?includeStopped=true")).await;
+    assert_eq!(ids(&usage), ["a", "b"], "running first, then stopped");
+    assert_eq!(usage["usage"]["instances"], 2);
+    let (_, usage) = d.get(&format!("/strategies/modules/{pinned}/usage?includeStopped=true&limit=1&offset=1")).await;
+    assert_eq!((ids(&usage), usage["total"].clone(), usage["limit"].clone()), (vec!["b"], json!(2), json!(1)));
+
+    // The modules listing: a running block per revision in use, runningOnly.
+    let (_, page) = d.get("/strategies/modules?strategy=used").await;
+    let running = page["modules"][0]["running"].as_array().unwrap();
+    assert_eq!(running.len(), 2);
+    let on_v1 = running.iter().find(|r| r["hash"] == v1.as_str()).unwrap();
+    assert_eq!((on_v1["count"].clone(), on_v1["instances"].clone()), (json!(1), json!(["a"])));
+    let (_, page) = d.get("/strategies/modules?runningOnly=true").await;
+    assert_eq!(page["total"], 1);
+    assert_eq!(page["modules"][0]["name"], "used", "idle has nothing running");
+
+    // The export agrees.
+    let (_, export) = d.get("/strategies/registry").await;
+    let entry = export["usage"].as_array().unwrap().iter().find(|u| u["hash"] == v2.as_str()).unwrap().clone();
+    assert_eq!((entry["count"].clone(), entry["instances"].clone()), (json!(1), json!(["other"])));
+
+    // Deleting the instances empties the index.
+    for id in ["a", "b", "never", "other"] {
+        d.delete(&format!("/strategy/instances/{id}")).await;
+    }
+    let (_, usage) = d.get(&format!("/strategies/modules/{pinned}/usage?includeStopped=true")).await;
+    assert_eq!((usage["usage"]["count"].clone(), usage["total"].clone()), (json!(0), json!(0)));
+    assert!(usage["usage"]["firstSeen"].is_string(), "firstSeen remembers that it ran");
+    let (_, page) = d.get("/strategies/modules?runningOnly=true").await;
+    assert_eq!(page["total"], 0);
+}
+
+#[tokio::test]
+async fn retired_means_unused_and_untagged() {
+    let d = TestDaemon::start().await;
+    let v1 = d.upload(&module("ret", 1), "v1").await;
+    d.upload(&module("ret", 2), "v2").await;
+    d.delete("/strategies/modules/ret/tags/v1?allowOrphan=true").await;
+    let path = format!("/strategies/modules/ret@{v1}/usage");
+    assert_eq!(d.get(&path).await.1["usage"]["retired"], true);
+    create(&d, "keeps-it", &format!("ret@{v1}"), true).await;
+    assert_eq!(d.get(&path).await.1["usage"]["retired"], false, "a running instance keeps it alive");
+    let (_, export) = d.get("/strategies/registry").await;
+    let entry = export["usage"].as_array().unwrap().iter().find(|u| u["hash"] == v1.as_str()).unwrap().clone();
+    assert_eq!(entry["retired"], false);
+
+    let (status, _) = d.get("/strategies/modules/nobody/usage").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = d.get(&format!("/strategies/modules/ret@{v1}/usage?limit=x")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
