@@ -203,12 +203,14 @@ pub async fn boot(config: Config, listener: TcpListener) -> Result<Running, Boot
     background.extend(venues.iter().map(|venue| venue.spawn()));
     background.push(tokio::spawn({
         // SPEC §2.1: lastSeen moves at least every 30 s while a revision runs.
-        let usage = usage.clone();
+        let (usage, instances) = (usage.clone(), instances.clone());
         async move {
             let mut every = tokio::time::interval(std::time::Duration::from_secs(15));
             loop {
                 every.tick().await;
                 usage.touch_running(time::OffsetDateTime::now_utc());
+                let instances = instances.clone();
+                let _ = tokio::task::spawn_blocking(move || instances.flush_usage()).await;
             }
         }
     }));

@@ -44,6 +44,26 @@ struct Inner {
     entries: HashMap<(Arc<str>, RevisionHash), Entry>,
     /// Strategy → number of running instances (only strategies with some).
     running_strategies: BTreeMap<Arc<str>, usize>,
+    /// Entries changed since the last [`UsageIndex::take_dirty`].
+    dirty: std::collections::HashSet<(Arc<str>, RevisionHash)>,
+}
+
+/// What is persisted of one revision's usage: its timestamps and the ids
+/// that ran it and are now stopped (running ids come back with the instances).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Persisted {
+    /// Strategy name.
+    pub strategy: String,
+    /// The revision.
+    pub hash: RevisionHash,
+    /// First time any instance ran it.
+    pub first_seen: Option<OffsetDateTime>,
+    /// Last time an instance was seen running it.
+    pub last_seen: Option<OffsetDateTime>,
+    /// Instances that ran it and are now stopped.
+    pub stopped: Vec<String>,
+    /// Whether the entry is gone (its revision was deleted).
+    pub removed: bool,
 }
 
 /// The usage index. Cheap to share behind an `Arc`.
@@ -61,6 +81,7 @@ impl UsageIndex {
     /// Instance `id` started running `hash` of `strategy` at `now`.
     pub fn started(&self, strategy: &Arc<str>, hash: RevisionHash, id: &str, now: OffsetDateTime) {
         let mut inner = self.inner.lock();
+        inner.dirty.insert((strategy.clone(), hash));
         let entry = inner.entries.entry((strategy.clone(), hash)).or_default();
         entry.stopped.remove(id);
         let added = entry.running.insert(id.to_owned());
@@ -74,6 +95,7 @@ impl UsageIndex {
     /// Instance `id` stopped (or failed) running `hash` of `strategy` at `now`.
     pub fn stopped(&self, strategy: &Arc<str>, hash: RevisionHash, id: &str, now: OffsetDateTime) {
         let mut inner = self.inner.lock();
+        inner.dirty.insert((strategy.clone(), hash));
         let Some(entry) = inner.entries.get_mut(&(strategy.clone(), hash)) else { return };
         let removed = entry.running.remove(id);
         entry.stopped.insert(id.to_owned());
@@ -86,6 +108,7 @@ impl UsageIndex {
     /// Instance `id` was deleted: it no longer counts anywhere.
     pub fn forget(&self, strategy: &Arc<str>, hash: RevisionHash, id: &str) {
         let mut inner = self.inner.lock();
+        inner.dirty.insert((strategy.clone(), hash));
         let Some(entry) = inner.entries.get_mut(&(strategy.clone(), hash)) else { return };
         let removed = entry.running.remove(id);
         entry.stopped.remove(id);
@@ -105,14 +128,56 @@ impl UsageIndex {
 
     /// A revision was deleted: its usage goes with it.
     pub fn remove_revision(&self, strategy: &Arc<str>, hash: RevisionHash) {
-        self.inner.lock().entries.remove(&(strategy.clone(), hash));
+        let mut inner = self.inner.lock();
+        inner.entries.remove(&(strategy.clone(), hash));
+        inner.dirty.insert((strategy.clone(), hash));
     }
 
     /// Marks every running revision as seen at `now` (called periodically).
     pub fn touch_running(&self, now: OffsetDateTime) {
         let mut inner = self.inner.lock();
-        for entry in inner.entries.values_mut().filter(|e| !e.running.is_empty()) {
+        let Inner { entries, dirty, .. } = &mut *inner;
+        for (key, entry) in entries.iter_mut().filter(|(_, e)| !e.running.is_empty()) {
             entry.last_seen = Some(now);
+            dirty.insert(key.clone());
+        }
+    }
+
+    /// Takes what changed since the last call, for the store.
+    pub fn take_dirty(&self) -> Vec<Persisted> {
+        let mut inner = self.inner.lock();
+        let dirty = std::mem::take(&mut inner.dirty);
+        dirty
+            .into_iter()
+            .map(|(strategy, hash)| match inner.entries.get(&(strategy.clone(), hash)) {
+                Some(e) => Persisted {
+                    strategy: strategy.to_string(),
+                    hash,
+                    first_seen: e.first_seen,
+                    last_seen: e.last_seen,
+                    stopped: e.stopped.iter().cloned().collect(),
+                    removed: false,
+                },
+                None => Persisted {
+                    strategy: strategy.to_string(),
+                    hash,
+                    first_seen: None,
+                    last_seen: None,
+                    stopped: Vec::new(),
+                    removed: true,
+                },
+            })
+            .collect()
+    }
+
+    /// Puts back what the store held (at boot, before instances start).
+    pub fn restore(&self, persisted: Vec<Persisted>) {
+        let mut inner = self.inner.lock();
+        for p in persisted.into_iter().filter(|p| !p.removed) {
+            let entry = inner.entries.entry((Arc::from(p.strategy.as_str()), p.hash)).or_default();
+            entry.first_seen = p.first_seen;
+            entry.last_seen = p.last_seen;
+            entry.stopped = p.stopped.into_iter().collect();
         }
     }
 
@@ -240,6 +305,33 @@ mod tests {
         assert_eq!(index.running_strategies(0, 10), (vec![], 0));
         index.remove_revision(&s, a);
         assert_eq!(index.summary(&s, a).first_seen, None);
+    }
+
+    #[test]
+    fn dirty_entries_round_trip_through_restore() {
+        let index = UsageIndex::new();
+        let s: Arc<str> = Arc::from("p");
+        let (a, b) = (RevisionHash::of(b"a"), RevisionHash::of(b"b"));
+        index.started(&s, a, "x", at(1));
+        index.stopped(&s, a, "x", at(2));
+        index.started(&s, b, "y", at(3));
+        let mut dirty = index.take_dirty();
+        dirty.sort_by_key(|p| p.hash);
+        assert_eq!(dirty.len(), 2);
+        assert!(index.take_dirty().is_empty(), "taken once");
+
+        let restored = UsageIndex::new();
+        restored.restore(dirty);
+        let summary = restored.summary(&s, a);
+        assert_eq!(
+            (summary.count, summary.stopped, summary.first_seen, summary.last_seen),
+            (0, 1, Some(at(1)), Some(at(2)))
+        );
+        assert_eq!(restored.summary(&s, b).count, 0, "running ids come back with their instances, not from here");
+
+        index.remove_revision(&s, a);
+        let removed = index.take_dirty();
+        assert!(removed.len() == 1 && removed[0].removed);
     }
 
     #[test]

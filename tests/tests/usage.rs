@@ -94,3 +94,22 @@ async fn retired_means_unused_and_untagged() {
     let (status, _) = d.get(&format!("/strategies/modules/ret@{v1}/usage?limit=x")).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test]
+async fn timestamps_and_stopped_history_survive_a_restart() {
+    let d = TestDaemon::start().await;
+    let v1 = d.upload(&module("kept", 1), "v1").await;
+    let pinned = format!("kept@{v1}");
+    create(&d, "runs", &pinned, true).await;
+    create(&d, "ran", &pinned, true).await;
+    d.post("/strategy/instances/ran/stop", json!({})).await;
+    let (_, before) = d.get(&format!("/strategies/modules/{pinned}/usage?includeStopped=true")).await;
+    assert_eq!(ids(&before), ["runs", "ran"]);
+
+    let d = d.restart().await;
+    let (_, after) = d.get(&format!("/strategies/modules/{pinned}/usage?includeStopped=true")).await;
+    assert_eq!(after["usage"]["firstSeen"], before["usage"]["firstSeen"], "firstSeen survives");
+    assert!(after["usage"]["lastSeen"].as_str() >= before["usage"]["lastSeen"].as_str());
+    assert_eq!(after["usage"]["count"], 1, "the running instance was restarted");
+    assert_eq!(ids(&after), ["runs", "ran"], "the stopped history survives");
+}

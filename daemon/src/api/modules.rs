@@ -413,6 +413,7 @@ async fn delete_module(selector: String, daemon: Daemon) -> ApiResult {
     for hash in &deleted.hashes {
         daemon.usage().remove_revision(&strategy, *hash);
     }
+    daemon.blocking(|d| d.instances().flush_usage()).await?;
     let response = DeleteResponse {
         strategy: deleted.strategy,
         deleted: deleted.hashes,

@@ -159,9 +159,23 @@ impl Instances {
         }
     }
 
-    /// Restores every stored instance on exactly its pinned hash and starts
-    /// those that were running. Returns how many were restored.
+    /// Writes the usage entries changed since the last flush. Called after
+    /// every lifecycle write, so an acknowledged transition's usage is on
+    /// disk too, and periodically for `lastSeen`.
+    pub fn flush_usage(&self) {
+        let dirty = self.usage.take_dirty();
+        if !dirty.is_empty()
+            && let Err(error) = self.store.save_usage(&dirty)
+        {
+            tracing::error!(%error, "could not persist the usage index");
+        }
+    }
+
+    /// Restores the usage index's timestamps and history, then every stored
+    /// instance on exactly its pinned hash, starting those that were
+    /// running. Returns how many instances were restored.
     pub fn restore(&self) -> Result<usize, InstanceError> {
+        self.usage.restore(self.store.load_usage()?);
         let stored = self.store.load_instances()?;
         let count = stored.len();
         let mut to_start = Vec::new();
@@ -322,6 +336,7 @@ impl Instances {
                 self.usage.started(&Arc::from(record.strategy.as_str()), record.hash, id, started);
                 drop(s);
                 self.store.set_state(id, StoredState::Running, None, &Self::audit("start", &record, None))?;
+                self.flush_usage();
                 self.view(id)
             }
             Err(error) => {
@@ -393,6 +408,7 @@ impl Instances {
         if let Err(e) = self.store.set_state(id, StoredState::Failed, Some(&error), &audit) {
             tracing::error!(instance = %id, error = %e, "could not persist a failure");
         }
+        self.flush_usage();
     }
 
     /// Stops a running instance.
@@ -427,6 +443,7 @@ impl Instances {
         }
         if persist {
             self.store.set_state(id, StoredState::Stopped, None, &Self::audit("stop", &record, None))?;
+            self.flush_usage();
         }
         Ok(record)
     }
@@ -465,6 +482,7 @@ impl Instances {
         }
         // A start racing with this delete sees the generation move and gives up.
         slot.lock().generation += 1;
+        self.flush_usage();
         Ok(())
     }
 
@@ -644,6 +662,10 @@ impl Instances {
     /// Stops every runtime (daemon shutdown) without changing stored states,
     /// so running instances start again at the next boot.
     pub fn shutdown(&self) {
+        // Record that running revisions were seen until now; the stops below
+        // are not persisted, so the next boot restarts these instances.
+        self.usage.touch_running(now());
+        self.flush_usage();
         let ids: Vec<String> = self.slots.read().keys().cloned().collect();
         for id in ids {
             let _ = self.stop_inner(&id, false);

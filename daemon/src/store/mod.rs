@@ -16,6 +16,7 @@ use strata_shared::RevisionHash;
 use strata_shared::metadata::ModuleMetadata;
 
 mod instances;
+mod usage;
 pub use instances::{AuditEntry, AuditRecord, InstanceStore, StoredInstance, StoredState};
 
 /// File name of the database inside the data directory.
@@ -44,6 +45,14 @@ const MIGRATIONS: &[&str] = &[
         hash TEXT,
         detail TEXT
     );",
+    "CREATE TABLE revision_usage (
+        strategy TEXT NOT NULL,
+        hash TEXT NOT NULL,
+        first_seen TEXT,
+        last_seen TEXT,
+        stopped TEXT NOT NULL DEFAULT '[]',
+        PRIMARY KEY (strategy, hash)
+    ) WITHOUT ROWID;",
 ];
 
 /// A store error: the database could not be opened, read or written.
