@@ -182,7 +182,7 @@ pub async fn boot(config: Config, listener: TcpListener) -> Result<Running, Boot
     let venues: Vec<Arc<SimVenue>> =
         config.providers.iter().map(|p| SimVenue::new(p.sim_config(), sink.clone())).collect();
     let providers: Vec<Arc<dyn Provider>> = venues.iter().map(|v| v.clone() as Arc<dyn Provider>).collect();
-    let usage = Arc::new(UsageIndex::new());
+    let usage = Arc::new(UsageIndex::with_metrics(metrics.clone()));
     let instances = Instances::new(
         registry.clone(),
         store.clone(),

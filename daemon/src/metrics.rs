@@ -1,7 +1,9 @@
 //! Prometheus metrics. Each daemon owns its own `prometheus::Registry`, so
 //! several daemons in one process (as in tests) never share counters.
 
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounter, IntGauge, Registry, TextEncoder};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 
 use crate::registry::resolver::CacheCounters;
 
@@ -19,6 +21,10 @@ pub struct Metrics {
     pub resolver_cache: CacheCounters,
     /// HTTP request duration by method and route template.
     pub http_request_duration: HistogramVec,
+    /// Running instances per revision (series removed with the revision).
+    pub revision_instances: IntGaugeVec,
+    /// Lifecycle actions per revision: start, stop, fail, refresh.
+    pub revision_actions: IntCounterVec,
 }
 
 impl Metrics {
@@ -53,8 +59,20 @@ impl Metrics {
             &["method", "route", "status"],
         )
         .expect("valid metric");
+        let revision_instances = IntGaugeVec::new(
+            Opts::new("strategy_revision_instances", "Running instances per revision."),
+            &["strategy", "hash"],
+        )
+        .expect("valid metric");
+        let revision_actions = IntCounterVec::new(
+            Opts::new("strategy_revision_instances_total", "Instance lifecycle actions per revision."),
+            &["strategy", "hash", "action"],
+        )
+        .expect("valid metric");
         for collector in [
-            Box::new(module_compilations.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(revision_instances.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(revision_actions.clone()),
+            Box::new(module_compilations.clone()),
             Box::new(revisions_loaded.clone()),
             Box::new(registry_load_errors.clone()),
             Box::new(resolver_cache.hits.clone()),
@@ -70,6 +88,17 @@ impl Metrics {
             registry_load_errors,
             resolver_cache,
             http_request_duration,
+            revision_instances,
+            revision_actions,
+        }
+    }
+
+    /// Removes every series of a deleted revision, so label cardinality
+    /// follows the registry instead of growing forever.
+    pub fn forget_revision(&self, strategy: &str, hash: &str) {
+        let _ = self.revision_instances.remove_label_values(&[strategy, hash]);
+        for action in crate::usage::ACTIONS {
+            let _ = self.revision_actions.remove_label_values(&[strategy, hash, action]);
         }
     }
 

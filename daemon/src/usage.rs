@@ -66,16 +66,34 @@ pub struct Persisted {
     pub removed: bool,
 }
 
+/// Lifecycle actions counted per revision in `strategy_revision_instances_total`.
+pub const ACTIONS: [&str; 4] = ["start", "stop", "fail", "refresh"];
+
 /// The usage index. Cheap to share behind an `Arc`.
 #[derive(Debug, Default)]
 pub struct UsageIndex {
     inner: Mutex<Inner>,
+    metrics: Option<crate::metrics::Metrics>,
 }
 
 impl UsageIndex {
     /// An empty index.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty index that keeps the per-revision Prometheus series in step.
+    pub fn with_metrics(metrics: crate::metrics::Metrics) -> Self {
+        Self { inner: Mutex::default(), metrics: Some(metrics) }
+    }
+
+    /// Updates the gauge and counts `action` for one revision.
+    fn observe(&self, strategy: &str, hash: RevisionHash, count: usize, action: &str) {
+        if let Some(metrics) = &self.metrics {
+            let hash = hash.to_string();
+            metrics.revision_instances.with_label_values(&[strategy, &hash]).set(count as i64);
+            metrics.revision_actions.with_label_values(&[strategy, &hash, action]).inc();
+        }
     }
 
     /// Instance `id` started running `hash` of `strategy` at `now`.
@@ -87,21 +105,38 @@ impl UsageIndex {
         let added = entry.running.insert(id.to_owned());
         entry.first_seen.get_or_insert(now);
         entry.last_seen = Some(now);
+        let count = entry.running.len();
         if added {
             *inner.running_strategies.entry(strategy.clone()).or_default() += 1;
         }
+        drop(inner);
+        self.observe(strategy, hash, count, "start");
     }
 
-    /// Instance `id` stopped (or failed) running `hash` of `strategy` at `now`.
+    /// Instance `id` stopped running `hash` of `strategy` at `now`.
     pub fn stopped(&self, strategy: &Arc<str>, hash: RevisionHash, id: &str, now: OffsetDateTime) {
+        self.left(strategy, hash, id, now, "stop");
+    }
+
+    /// Instance `id` failed while running `hash` of `strategy` at `now`.
+    pub fn failed(&self, strategy: &Arc<str>, hash: RevisionHash, id: &str, now: OffsetDateTime) {
+        self.left(strategy, hash, id, now, "fail");
+    }
+
+    fn left(&self, strategy: &Arc<str>, hash: RevisionHash, id: &str, now: OffsetDateTime, action: &str) {
         let mut inner = self.inner.lock();
         inner.dirty.insert((strategy.clone(), hash));
         let Some(entry) = inner.entries.get_mut(&(strategy.clone(), hash)) else { return };
         let removed = entry.running.remove(id);
         entry.stopped.insert(id.to_owned());
         entry.last_seen = Some(now);
+        let count = entry.running.len();
         if removed {
             Self::decrement(&mut inner.running_strategies, strategy);
+        }
+        drop(inner);
+        if removed {
+            self.observe(strategy, hash, count, action);
         }
     }
 
@@ -112,8 +147,13 @@ impl UsageIndex {
         let Some(entry) = inner.entries.get_mut(&(strategy.clone(), hash)) else { return };
         let removed = entry.running.remove(id);
         entry.stopped.remove(id);
+        let count = entry.running.len();
         if removed {
             Self::decrement(&mut inner.running_strategies, strategy);
+        }
+        drop(inner);
+        if removed {
+            self.observe(strategy, hash, count, "stop");
         }
     }
 
@@ -131,6 +171,10 @@ impl UsageIndex {
         let mut inner = self.inner.lock();
         inner.entries.remove(&(strategy.clone(), hash));
         inner.dirty.insert((strategy.clone(), hash));
+        drop(inner);
+        if let Some(metrics) = &self.metrics {
+            metrics.forget_revision(strategy, &hash.to_string());
+        }
     }
 
     /// Marks every running revision as seen at `now` (called periodically).

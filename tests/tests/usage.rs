@@ -113,3 +113,39 @@ async fn timestamps_and_stopped_history_survive_a_restart() {
     assert_eq!(after["usage"]["count"], 1, "the running instance was restarted");
     assert_eq!(ids(&after), ["runs", "ran"], "the stopped history survives");
 }
+
+/// The value of a labelled series in `/metrics`, if exported.
+async fn series(d: &TestDaemon, name: &str, labels: &[&str]) -> Option<f64> {
+    let (_, text) = d.get("/metrics").await;
+    text.as_str()?
+        .lines()
+        .find(|line| line.starts_with(&format!("{name}{{")) && labels.iter().all(|l| line.contains(l)))
+        .and_then(|line| line.rsplit(' ').next()?.parse().ok())
+}
+
+#[tokio::test]
+async fn per_revision_metrics_follow_usage_and_leave_with_the_revision() {
+    let d = TestDaemon::start().await;
+    let v1 = d.upload(&module("metered", 1), "v1").await;
+    d.upload(&module("metered", 2), "v2").await;
+    let pinned = format!("metered@{v1}");
+    create(&d, "m1", &pinned, true).await;
+    create(&d, "m2", &pinned, true).await;
+    let hash_label = format!("hash=\"{v1}\"");
+    let labels = ["strategy=\"metered\"", hash_label.as_str()];
+    assert_eq!(series(&d, "strategy_revision_instances", &labels).await, Some(2.0));
+    d.post("/strategy/instances/m1/stop", json!({})).await;
+    assert_eq!(series(&d, "strategy_revision_instances", &labels).await, Some(1.0));
+    let start = [labels[0], labels[1], "action=\"start\""];
+    assert_eq!(series(&d, "strategy_revision_instances_total", &start).await, Some(2.0));
+    let stop = [labels[0], labels[1], "action=\"stop\""];
+    assert_eq!(series(&d, "strategy_revision_instances_total", &stop).await, Some(1.0));
+
+    for id in ["m1", "m2"] {
+        d.delete(&format!("/strategy/instances/{id}")).await;
+    }
+    let (status, _) = d.delete(&format!("/strategies/modules/{pinned}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(series(&d, "strategy_revision_instances", &labels).await, None, "series removed with the revision");
+    assert_eq!(series(&d, "strategy_revision_instances_total", &start).await, None);
+}

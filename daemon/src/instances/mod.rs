@@ -400,7 +400,7 @@ impl Instances {
             }
             s.state = InstanceState::Failed;
             s.last_error = Some(error.clone());
-            self.usage.stopped(&Arc::from(s.record.strategy.as_str()), s.record.hash, id, now());
+            self.usage.failed(&Arc::from(s.record.strategy.as_str()), s.record.hash, id, now());
             s.record.clone()
         };
         tracing::warn!(instance = %id, strategy = %record.strategy, hash = %record.hash, %error, "instance failed");
