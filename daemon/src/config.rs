@@ -24,6 +24,9 @@ pub struct Config {
     pub data_dir: Option<PathBuf>,
     /// Seed empty directories with the bundled example strategies.
     pub demo: bool,
+    /// Bearer token required on every mutating request when set (also
+    /// `STRATA_TOKEN`). Reads stay open.
+    pub token: Option<String>,
     /// Largest request body, in bytes.
     pub max_body_bytes: usize,
     /// Entries in each selector-resolution cache.
@@ -131,6 +134,7 @@ impl Default for Config {
             strategies_dir: PathBuf::from("strategies"),
             data_dir: None,
             demo: false,
+            token: None,
             max_body_bytes: strata_shared::api::MAX_BODY_BYTES,
             resolver_cache_capacity: 100_000,
             load_threads: None,

@@ -27,6 +27,10 @@ struct Cli {
     /// Seed an empty registry with the bundled example strategies.
     #[arg(long)]
     demo: bool,
+    /// Bearer token required on every mutating request (prefer the
+    /// environment variable: command lines are visible to other users).
+    #[arg(long, env = "STRATA_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    token: Option<String>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -48,14 +52,21 @@ fn main() -> anyhow::Result<()> {
         config.data_dir = Some(dir);
     }
     config.demo |= cli.demo;
+    if let Some(token) = cli.token.filter(|t| !t.is_empty()) {
+        config.token = Some(token);
+    }
 
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     let served = runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
-        if !listener.local_addr()?.ip().is_loopback() {
-            tracing::warn!("listening on a non-loopback address: anyone who can reach it can change the registry");
+        if !listener.local_addr()?.ip().is_loopback() && config.token.is_none() {
+            tracing::warn!(
+                "!!! listening on a non-loopback address WITHOUT a token: anyone who can reach {} can change \
+                 strategies and instances. Set STRATA_TOKEN or `token` in the config file !!!",
+                config.listen
+            );
         }
         let running = strata_daemon::boot(config, listener).await?;
         running.run_until(shutdown_signal()).await;

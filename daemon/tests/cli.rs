@@ -20,8 +20,13 @@ struct Daemon {
 
 impl Daemon {
     fn start(dir: &Path) -> Self {
+        Self::start_with_env(dir, &[])
+    }
+
+    fn start_with_env(dir: &Path, env: &[(&str, &str)]) -> Self {
         let port = free_port();
         let child = Command::new(STRATAD)
+            .envs(env.iter().copied())
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .arg("--strategies-dir")
             .arg(dir.join("strategies"))
@@ -193,4 +198,16 @@ fn kill_9_during_a_burst_of_creates_loses_no_acknowledged_instance() {
         let expected = if *started { "running" } else { "stopped" };
         assert_eq!(view["state"], expected, "{id}: {view}");
     }
+}
+
+#[test]
+fn strata_token_from_the_environment_guards_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start_with_env(dir.path(), &[("STRATA_TOKEN", "from-env")]);
+    let client = reqwest::blocking::Client::new();
+    let url = format!("{}/strategies/modules", daemon.url);
+    let body = json!({"source": module(1), "tag": "v1"});
+    assert_eq!(client.post(&url).json(&body).send().unwrap().status(), reqwest::StatusCode::UNAUTHORIZED);
+    let response = client.post(&url).bearer_auth("from-env").json(&body).send().unwrap();
+    assert_eq!(response.status(), reqwest::StatusCode::CREATED);
 }

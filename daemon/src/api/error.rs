@@ -100,9 +100,17 @@ pub struct PayloadTooLarge(pub usize);
 
 impl warp::reject::Reject for PayloadTooLarge {}
 
+/// A mutating request without the configured bearer token.
+#[derive(Debug)]
+pub struct Unauthorized;
+
+impl warp::reject::Reject for Unauthorized {}
+
 /// Turns warp's rejections into the error envelope.
 pub async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
-    let error = if rejection.is_not_found() {
+    let error = if rejection.find::<Unauthorized>().is_some() {
+        ApiError::new(StatusCode::UNAUTHORIZED, "a valid bearer token is required for this request")
+    } else if rejection.is_not_found() {
         ApiError::new(StatusCode::NOT_FOUND, "no such route")
     } else if let Some(PayloadTooLarge(limit)) = rejection.find() {
         ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("request body is larger than {limit} bytes"))

@@ -29,16 +29,40 @@ pub async fn serve(daemon: Daemon, listener: TcpListener, shutdown: impl Future<
     warp::serve(routes(daemon)).incoming(listener).graceful(shutdown).run().await;
 }
 
-/// Every route, with the error envelope for anything that matches none.
+/// Every route, behind the bearer-token check, with the error envelope for
+/// anything that matches none.
 pub fn routes(daemon: Daemon) -> BoxedFilter<(Response,)> {
-    health::routes(&daemon)
-        .or(modules::routes(&daemon))
-        .unify()
-        .or(instances::routes(&daemon))
-        .unify()
-        .recover(error::recover)
-        .unify()
-        .boxed()
+    authorized(&daemon).and(all_routes(&daemon)).recover(error::recover).unify().boxed()
+}
+
+fn all_routes(daemon: &Daemon) -> BoxedFilter<(Response,)> {
+    let daemon = daemon.clone();
+    health::routes(&daemon).or(modules::routes(&daemon)).unify().or(instances::routes(&daemon)).unify().boxed()
+}
+
+/// SPEC §7: with a token configured, every mutating request (anything but
+/// GET and HEAD) needs `Authorization: Bearer <token>`, compared in
+/// constant time; otherwise 401.
+fn authorized(daemon: &Daemon) -> impl Filter<Extract = (), Error = Rejection> + Clone + use<> {
+    let token = daemon.config().token.clone().map(|t| std::sync::Arc::<[u8]>::from(t.into_bytes()));
+    warp::method()
+        .and(warp::header::optional::<String>("authorization"))
+        .and_then(move |method: warp::http::Method, header: Option<String>| {
+            let token = token.clone();
+            async move {
+                let Some(token) = token else { return Ok(()) };
+                if method == warp::http::Method::GET || method == warp::http::Method::HEAD {
+                    return Ok(());
+                }
+                let given = header.as_deref().and_then(|h| h.strip_prefix("Bearer ")).unwrap_or("");
+                if subtle::ConstantTimeEq::ct_eq(given.as_bytes(), &token[..]).into() {
+                    Ok(())
+                } else {
+                    Err(warp::reject::custom(error::Unauthorized))
+                }
+            }
+        })
+        .untuple_one()
 }
 
 /// The result type of every handler.
