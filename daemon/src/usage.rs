@@ -87,6 +87,13 @@ impl UsageIndex {
         Self { inner: Mutex::default(), metrics: Some(metrics) }
     }
 
+    /// Counts `action` (e.g. `refresh`) for one revision without changing usage.
+    pub fn count_action(&self, strategy: &str, hash: RevisionHash, action: &str) {
+        if let Some(metrics) = &self.metrics {
+            metrics.revision_actions.with_label_values(&[strategy, &hash.to_string(), action]).inc();
+        }
+    }
+
     /// Updates the gauge and counts `action` for one revision.
     fn observe(&self, strategy: &str, hash: RevisionHash, count: usize, action: &str) {
         if let Some(metrics) = &self.metrics {
@@ -109,7 +116,7 @@ impl UsageIndex {
         if added {
             *inner.running_strategies.entry(strategy.clone()).or_default() += 1;
         }
-        drop(inner);
+        // Under the lock: concurrent transitions set the gauge in order.
         self.observe(strategy, hash, count, "start");
     }
 
@@ -133,9 +140,6 @@ impl UsageIndex {
         let count = entry.running.len();
         if removed {
             Self::decrement(&mut inner.running_strategies, strategy);
-        }
-        drop(inner);
-        if removed {
             self.observe(strategy, hash, count, action);
         }
     }
@@ -150,9 +154,6 @@ impl UsageIndex {
         let count = entry.running.len();
         if removed {
             Self::decrement(&mut inner.running_strategies, strategy);
-        }
-        drop(inner);
-        if removed {
             self.observe(strategy, hash, count, "stop");
         }
     }
@@ -171,7 +172,6 @@ impl UsageIndex {
         let mut inner = self.inner.lock();
         inner.entries.remove(&(strategy.clone(), hash));
         inner.dirty.insert((strategy.clone(), hash));
-        drop(inner);
         if let Some(metrics) = &self.metrics {
             metrics.forget_revision(strategy, &hash.to_string());
         }

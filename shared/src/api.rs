@@ -560,3 +560,78 @@ pub struct UsageResponse {
     /// Page size used.
     pub limit: usize,
 }
+
+/// `POST /strategies/refresh`: which instances to re-resolve (both empty =
+/// every instance).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RefreshRequest {
+    /// Instances pinned to these hashes (any hash form, prefixes included).
+    #[serde(default)]
+    pub hashes: Vec<String>,
+    /// Instances of these strategies (a name), or following these selectors
+    /// exactly as typed (`momentum:prod`).
+    #[serde(default)]
+    pub strategies: Vec<String>,
+}
+
+/// Why a refresh did what it did to an instance (SPEC §2.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum RefreshReason {
+    /// The selector resolves to another hash: re-pinned (restarted if running).
+    Refreshed,
+    /// Unchanged, or an `@hash` pin.
+    AlreadyPinned,
+    /// The target hash has no instances, or the instance's selector no longer resolves.
+    Retired,
+    /// The target resolves to nothing.
+    NotFound,
+    /// The restart on the new hash failed (`error`).
+    Failed,
+}
+
+impl RefreshReason {
+    /// The camelCase name used in JSON and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefreshReason::Refreshed => "refreshed",
+            RefreshReason::AlreadyPinned => "alreadyPinned",
+            RefreshReason::Retired => "retired",
+            RefreshReason::NotFound => "notFound",
+            RefreshReason::Failed => "failed",
+        }
+    }
+}
+
+/// One result of a refresh: an instance, or a target that matched none.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RefreshResult {
+    /// The instance's selector, or the target as given.
+    pub selector: String,
+    /// The strategy, when known.
+    pub strategy: Option<String>,
+    /// The hash the instance is pinned to now (or the target's hash).
+    pub hash: Option<RevisionHash>,
+    /// The hash it was pinned to before (only when re-pinned).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_hash: Option<RevisionHash>,
+    /// The instance concerned (empty for a target that matched none).
+    pub instances: Vec<String>,
+    /// What happened.
+    pub reason: RefreshReason,
+    /// Why the restart failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Answer to `POST /strategies/refresh`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefreshResponse {
+    /// `ok`.
+    pub status: String,
+    /// One per affected instance, then one per target that matched none;
+    /// sorted, so the same refresh gives the same answer.
+    pub results: Vec<RefreshResult>,
+}

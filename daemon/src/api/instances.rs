@@ -1,7 +1,10 @@
-//! Instance endpoints: `/strategy/instances…` and `/providers`.
+//! Instance endpoints: `/strategy/instances…`, `/strategies/refresh` and `/providers`.
 
 use serde::Deserialize;
-use strata_shared::api::{CreateInstanceRequest, InstanceState, InstancesPage, ProviderInfo, UpdateInstanceRequest};
+use strata_shared::api::{
+    CreateInstanceRequest, InstanceState, InstancesPage, ProviderInfo, RefreshRequest, RefreshResponse,
+    UpdateInstanceRequest,
+};
 use warp::Filter;
 use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
@@ -23,6 +26,7 @@ pub(super) fn routes(daemon: &Daemon) -> BoxedFilter<(Response,)> {
     let action = warp::path!("strategy" / "instances" / String / String).and(warp::post()).and(d()).then(action);
     let logs = warp::path!("strategy" / "instances" / String / "logs").and(warp::get()).and(d()).then(logs);
     let providers = warp::path!("providers").and(warp::get()).and(d()).map(providers);
+    let refresh = warp::path!("strategies" / "refresh").and(warp::post()).and(d()).and(body(daemon)).then(refresh);
 
     route(daemon, "GET", "/strategy/instances", list)
         .or(route(daemon, "POST", "/strategy/instances", create))
@@ -38,6 +42,8 @@ pub(super) fn routes(daemon: &Daemon) -> BoxedFilter<(Response,)> {
         .or(route(daemon, "POST", "/strategy/instances/{id}/{action}", action))
         .unify()
         .or(route(daemon, "GET", "/providers", providers))
+        .unify()
+        .or(route(daemon, "POST", "/strategies/refresh", refresh))
         .unify()
         .boxed()
 }
@@ -151,6 +157,25 @@ async fn logs(id: String, daemon: Daemon) -> ApiResult {
     let id = segment(&id)?;
     let lines = daemon.blocking(move |d| d.instances().logs(&id)).await??;
     Ok(json_reply(StatusCode::OK, &serde_json::json!({ "lines": lines })))
+}
+
+/// `POST /strategies/refresh`: re-read the registry, then re-resolve the
+/// targeted instances (all of them for an empty body).
+async fn refresh(daemon: Daemon, body: bytes::Bytes) -> ApiResult {
+    ensure_ready(&daemon)?;
+    let request: RefreshRequest =
+        if body.iter().all(u8::is_ascii_whitespace) { RefreshRequest::default() } else { json(&body)? };
+    let results = daemon
+        .blocking(move |d| -> Result<_, ApiError> {
+            match d.registry().load() {
+                Ok(_) => {}
+                Err(e @ crate::registry::RegistryError::Unavailable(_)) => return Err(e.into()),
+                Err(e) => tracing::warn!(error = %e, "registry reload before refresh reported a problem"),
+            }
+            Ok(d.instances().refresh(&request)?)
+        })
+        .await??;
+    Ok(json_reply(StatusCode::OK, &RefreshResponse { status: "ok".into(), results }))
 }
 
 fn providers(daemon: Daemon) -> ApiResult {

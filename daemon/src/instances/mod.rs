@@ -10,6 +10,7 @@
 //! synchronous and the API calls it on the blocking pool.
 
 pub mod pool;
+mod refresh;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Weak};
@@ -345,6 +346,7 @@ impl Instances {
                 drop(s);
                 let audit = Self::audit("fail", &record, Some(error.clone()));
                 self.store.set_state(id, StoredState::Failed, Some(&error), &audit)?;
+                self.flush_usage();
                 Err(InstanceError::StartFailed { id: id.to_owned(), error })
             }
         }

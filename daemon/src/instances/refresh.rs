@@ -1,0 +1,168 @@
+//! Targeted refresh (SPEC §2.2): re-resolve exactly the instances of some
+//! hashes or strategies, re-pin those whose selector moved, restart only
+//! those that were running, and say why for each.
+
+use std::collections::BTreeSet;
+
+use strata_shared::api::{InstanceState, RefreshReason, RefreshRequest, RefreshResult};
+use strata_shared::{RevisionHash, Selector};
+
+use super::{InstanceError, Instances};
+use crate::registry::ResolveError;
+use crate::runtime::config::validate_config;
+use crate::store::{InstanceStore, StoredState};
+
+impl Instances {
+    /// Runs a refresh. The registry must have been re-read by the caller.
+    pub fn refresh(&self, request: &RefreshRequest) -> Result<Vec<RefreshResult>, InstanceError> {
+        let everything = request.hashes.is_empty() && request.strategies.is_empty();
+        let mut target_hashes = Vec::new();
+        let mut results = Vec::new();
+        for text in &request.hashes {
+            let selector = Selector::parse(text).map_err(|e| InstanceError::BadRequest(e.to_string()))?;
+            match self.registry.resolve_selector(&selector) {
+                Ok(resolved) => target_hashes.push((text.clone(), resolved.strategy, resolved.hash)),
+                Err(ResolveError::Invalid(m)) => return Err(InstanceError::BadRequest(m)),
+                Err(e @ ResolveError::Ambiguous { .. }) => return Err(e.into()),
+                Err(_) => results.push(unmatched(text, None, None, RefreshReason::NotFound)),
+            }
+        }
+        for text in &request.strategies {
+            Selector::parse(text).map_err(|e| InstanceError::BadRequest(e.to_string()))?;
+        }
+
+        // Which instances: pinned to a target hash, of a target strategy, or
+        // following a target selector exactly as typed.
+        let chosen: Vec<(String, String, String, RevisionHash)> = {
+            let slots: Vec<_> = self.slots.read().values().cloned().collect();
+            slots
+                .iter()
+                .filter_map(|slot| {
+                    let s = slot.lock();
+                    let r = &s.record;
+                    let hit = everything
+                        || target_hashes.iter().any(|(_, _, h)| *h == r.hash)
+                        || request.strategies.iter().any(|t| *t == r.strategy || *t == r.selector);
+                    hit.then(|| (r.id.clone(), r.selector.clone(), r.strategy.clone(), r.hash))
+                })
+                .collect()
+        };
+        for (text, strategy, hash) in &target_hashes {
+            if !chosen.iter().any(|(_, _, _, h)| h == hash) {
+                results.push(unmatched(text, Some(strategy.to_string()), Some(*hash), RefreshReason::Retired));
+            }
+        }
+        let matched: BTreeSet<&str> =
+            chosen.iter().flat_map(|(_, sel, strat, _)| [sel.as_str(), strat.as_str()]).collect();
+        for text in &request.strategies {
+            if !matched.contains(text.as_str()) {
+                let reason = match self.registry.resolve(text) {
+                    Ok(_) => RefreshReason::Retired,
+                    Err(_) => RefreshReason::NotFound,
+                };
+                results.push(unmatched(
+                    text,
+                    Selector::parse(text).ok().and_then(|s| s.strategy().map(str::to_owned)),
+                    None,
+                    reason,
+                ));
+            }
+        }
+
+        let mut per_instance = Vec::new();
+        for (id, selector, strategy, pinned) in chosen {
+            per_instance.push(self.refresh_one(&id, &selector, &strategy, pinned));
+        }
+        per_instance.sort_by(|a, b| a.instances.cmp(&b.instances));
+        results.sort_by(|a, b| a.selector.cmp(&b.selector));
+        per_instance.extend(results);
+        for result in per_instance.iter().filter(|r| r.reason == RefreshReason::Refreshed) {
+            if let (Some(strategy), Some(hash)) = (&result.strategy, result.hash) {
+                self.usage.count_action(strategy, hash, "refresh");
+            }
+        }
+        Ok(per_instance)
+    }
+
+    fn refresh_one(&self, id: &str, selector: &str, strategy: &str, pinned: RevisionHash) -> RefreshResult {
+        let result = |hash, previous, reason, error| RefreshResult {
+            selector: selector.to_owned(),
+            strategy: Some(strategy.to_owned()),
+            hash: Some(hash),
+            previous_hash: previous,
+            instances: vec![id.to_owned()],
+            reason,
+            error,
+        };
+        if matches!(Selector::parse(selector), Ok(Selector::Revision { .. } | Selector::Hash(_))) {
+            return result(pinned, None, RefreshReason::AlreadyPinned, None);
+        }
+        let target = match self.registry.resolve(selector) {
+            Ok(resolved) => resolved.hash,
+            // Its tag was deleted: it keeps running on its pin.
+            Err(_) => return result(pinned, None, RefreshReason::Retired, None),
+        };
+        if target == pinned {
+            return result(pinned, None, RefreshReason::AlreadyPinned, None);
+        }
+        match self.repin(id, target, None) {
+            Ok(()) => result(target, Some(pinned), RefreshReason::Refreshed, None),
+            Err(error) => result(pinned, None, RefreshReason::Failed, Some(error.to_string())),
+        }
+    }
+
+    /// Moves an instance onto `hash` (and `selector`, when given), keeping its
+    /// config; restarts it there if it was running. A stopped instance stays
+    /// stopped.
+    pub fn repin(&self, id: &str, hash: RevisionHash, selector: Option<String>) -> Result<(), InstanceError> {
+        let slot = self.slot(id)?;
+        let (record, state) = {
+            let s = slot.lock();
+            (s.record.clone(), s.state)
+        };
+        let metadata = self
+            .registry
+            .read(|st| st.revision(&hash).map(|r| r.metadata.clone()))
+            .ok_or_else(|| InstanceError::Conflict(format!("revision {hash} is not loaded")))?;
+        let config =
+            validate_config(&metadata, &serde_json::Value::Object(record.config.clone())).map_err(|errors| {
+                InstanceError::BadRequest(format!("config does not fit {hash}: {}", errors.join("; ")))
+            })?;
+        let was_running = state == InstanceState::Running;
+        if was_running {
+            self.stop_inner(id, false)?;
+        }
+        let updated = super::StoredInstance {
+            hash,
+            config,
+            selector: selector.unwrap_or_else(|| record.selector.clone()),
+            ..record.clone()
+        };
+        slot.lock().record = updated.clone();
+        let stored = if was_running { StoredState::Running } else { StoredState::Stopped };
+        let detail = Some(format!("{} -> {hash}", record.hash));
+        self.store.save_instance(&updated, stored, &Self::audit("repin", &updated, detail))?;
+        if was_running {
+            self.start(id)?;
+        }
+        self.flush_usage();
+        Ok(())
+    }
+}
+
+fn unmatched(
+    selector: &str,
+    strategy: Option<String>,
+    hash: Option<RevisionHash>,
+    reason: RefreshReason,
+) -> RefreshResult {
+    RefreshResult {
+        selector: selector.to_owned(),
+        strategy,
+        hash,
+        previous_hash: None,
+        instances: Vec::new(),
+        reason,
+        error: None,
+    }
+}

@@ -1,0 +1,102 @@
+//! Targeted refresh (SPEC §2.2) end to end: reason codes, idempotence, and
+//! untargeted instances left alone.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use strata_tests::{TestDaemon, module};
+
+async fn create(d: &TestDaemon, id: &str, identifier: &str, auto_start: bool) {
+    let body = json!({"id": id, "strategy": {"identifier": identifier},
+                      "scope": {"sim": {"symbols": ["BTC-USDT"]}}, "autoStart": auto_start});
+    let (status, view) = d.post("/strategy/instances", body).await;
+    assert_eq!(status, StatusCode::CREATED, "{view}");
+}
+
+async fn refresh(d: &TestDaemon, body: Value) -> Vec<Value> {
+    let (status, answer) = d.post("/strategies/refresh", body).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["status"], "ok");
+    answer["results"].as_array().unwrap().clone()
+}
+
+fn reason_of<'a>(results: &'a [Value], id: &str) -> &'a Value {
+    results.iter().find(|r| r["instances"] == json!([id])).map(|r| &r["reason"]).unwrap_or(&Value::Null)
+}
+
+async fn view(d: &TestDaemon, id: &str) -> Value {
+    d.get(&format!("/strategy/instances/{id}")).await.1
+}
+
+#[tokio::test]
+async fn refresh_reasons_idempotence_and_untouched_neighbours() {
+    let d = TestDaemon::start().await;
+    let v1 = d.upload(&module("s", 1), "v1").await;
+    d.put("/strategies/modules/s/tags/prod", json!({"hash": v1})).await;
+    d.upload(&module("o", 1), "v1").await;
+    create(&d, "by-name", "s", true).await;
+    create(&d, "by-prod", "s:prod", true).await;
+    create(&d, "by-hash", &format!("s@{v1}"), true).await;
+    create(&d, "idle", "s", false).await;
+    create(&d, "other", "o", true).await;
+    let other_before = view(&d, "other").await;
+    let v2 = d.upload(&module("s", 2), "v2").await;
+
+    let results = refresh(&d, json!({"strategies": ["s"]})).await;
+    assert_eq!(results.len(), 4, "{results:?}");
+    let by_name = results.iter().find(|r| r["instances"] == json!(["by-name"])).unwrap();
+    assert_eq!((by_name["reason"].clone(), by_name["previousHash"].clone()), (json!("refreshed"), json!(v1)));
+    assert_eq!(by_name["hash"], v2.as_str());
+    assert_eq!(reason_of(&results, "by-prod"), "alreadyPinned");
+    assert_eq!(reason_of(&results, "by-hash"), "alreadyPinned");
+    assert_eq!(reason_of(&results, "idle"), "refreshed");
+    let ids: Vec<&str> = results.iter().map(|r| r["instances"][0].as_str().unwrap()).collect();
+    assert_eq!(ids, ["by-hash", "by-name", "by-prod", "idle"], "sorted");
+
+    let name = view(&d, "by-name").await;
+    assert_eq!((name["strategy"]["hash"].clone(), name["state"].clone()), (json!(v2), json!("running")));
+    let idle = view(&d, "idle").await;
+    assert_eq!((idle["strategy"]["hash"].clone(), idle["state"].clone()), (json!(v2), json!("stopped")));
+    assert_eq!(view(&d, "by-hash").await["strategy"]["hash"], v1.as_str());
+    let other_after = view(&d, "other").await;
+    assert_eq!(other_after["startedAt"], other_before["startedAt"], "an untargeted instance is not restarted");
+
+    let again = refresh(&d, json!({"strategies": ["s"]})).await;
+    assert!(again.iter().all(|r| r["reason"] == "alreadyPinned"), "idempotent: {again:?}");
+
+    // A deleted tag: the follower keeps running on its pin and is retired.
+    d.delete("/strategies/modules/s/tags/prod?allowOrphan=true").await;
+    let results = refresh(&d, json!({"strategies": ["s:prod"]})).await;
+    assert_eq!(reason_of(&results, "by-prod"), "retired");
+    let prod = view(&d, "by-prod").await;
+    assert_eq!((prod["state"].clone(), prod["strategy"]["hash"].clone()), (json!("running"), json!(v1)));
+}
+
+#[tokio::test]
+async fn targets_that_match_nothing_get_a_result_too() {
+    let d = TestDaemon::start().await;
+    let v1 = d.upload(&module("t", 1), "v1").await;
+    let v2 = d.upload(&module("t", 2), "v2").await;
+    create(&d, "on-v2", "t", true).await;
+
+    let unknown = format!("sha256:{}", "0".repeat(64));
+    let results = refresh(&d, json!({"hashes": [v1, unknown, &v2[..20]]})).await;
+    assert_eq!(reason_of(&results, "on-v2"), "alreadyPinned");
+    let target = |selector: &str| results.iter().find(|r| r["selector"] == selector).unwrap().clone();
+    assert_eq!(target(&v1)["reason"], "retired", "a known hash with no instances");
+    assert_eq!(target(&unknown)["reason"], "notFound");
+    let results = refresh(&d, json!({"strategies": ["nobody"]})).await;
+    assert_eq!(
+        results,
+        vec![json!({"selector": "nobody", "strategy": "nobody", "hash": null, "instances": [], "reason": "notFound"})]
+    );
+
+    // An empty body refreshes every instance.
+    let (status, answer) = d.call(reqwest::Method::POST, "/strategies/refresh", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(answer["results"].as_array().unwrap().len(), 1);
+
+    let (status, _) = d.post("/strategies/refresh", json!({"hashes": ["sha256:12"]})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _) = d.post("/strategies/refresh", json!({"bogus": []})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
