@@ -237,6 +237,9 @@ pub struct TagResponse {
     /// Where it pointed before (absent if new).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_hash: Option<RevisionHash>,
+    /// The refresh of the tag's followers, when the move asked for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh: Option<Vec<RefreshResult>>,
 }
 
 /// Answer to `DELETE /strategies/modules/{selector}`.

@@ -262,7 +262,8 @@ async fn pins_survive_a_restart_even_after_latest_moved() {
     create(&d, "by-tag", "pinned:prod", true).await;
     create(&d, "by-hash", &format!("pinned@{v1}"), false).await;
     let v2 = d.upload(&strategy("pinned", "v2", "/* v2 */"), "v2").await;
-    d.put("/strategies/modules/pinned/tags/prod", json!({"hash": v2})).await;
+    // Move the tag without refreshing its followers: only a restart could re-pin now.
+    d.put("/strategies/modules/pinned/tags/prod", json!({"hash": v2, "refresh": false})).await;
 
     let d = d.restart().await;
     for (id, selector, state) in [("by-name", "pinned", "running"), ("by-tag", "pinned:prod", "running")] {

@@ -100,3 +100,31 @@ async fn targets_that_match_nothing_get_a_result_too() {
     let (status, _) = d.post("/strategies/refresh", json!({"bogus": []})).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test]
+async fn a_tag_move_refreshes_exactly_that_tags_followers() {
+    let d = TestDaemon::start().await;
+    let v1 = d.upload(&module("m", 1), "v1").await;
+    d.put("/strategies/modules/m/tags/prod", json!({"hash": v1})).await;
+    let v2 = d.upload(&module("m", 2), "v2").await;
+    d.put("/strategies/modules/m/tags/latest", json!({"hash": v1})).await;
+    create(&d, "follows-prod", "m:prod", true).await;
+    create(&d, "follows-latest", "m", true).await;
+    let latest_before = view(&d, "follows-latest").await;
+
+    let (status, moved) = d.put("/strategies/modules/m/tags/prod", json!({"hash": v2, "refresh": false})).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(moved.get("refresh").is_none());
+    assert_eq!(view(&d, "follows-prod").await["strategy"]["hash"], v1.as_str(), "refresh: false re-pins nothing");
+    d.put("/strategies/modules/m/tags/prod", json!({"hash": v1, "refresh": false})).await;
+
+    let (status, moved) = d.put("/strategies/modules/m/tags/prod", json!({"hash": v2})).await;
+    assert_eq!(status, StatusCode::OK, "{moved}");
+    assert_eq!(moved["refresh"].as_array().unwrap().len(), 1, "{moved}");
+    assert_eq!(moved["refresh"][0]["instances"], json!(["follows-prod"]));
+    assert_eq!(moved["refresh"][0]["reason"], "refreshed");
+    assert_eq!(view(&d, "follows-prod").await["strategy"]["hash"], v2.as_str());
+    let latest_after = view(&d, "follows-latest").await;
+    assert_eq!(latest_after["strategy"]["hash"], v1.as_str());
+    assert_eq!(latest_after["startedAt"], latest_before["startedAt"], "a follower of another tag is untouched");
+}

@@ -446,8 +446,22 @@ async fn move_tag(name: String, tag: String, daemon: Daemon, body: bytes::Bytes)
     ensure_loaded(&daemon)?;
     let (name, tag) = (segment(&name)?, segment(&tag)?);
     let request: TagMoveRequest = json(&body)?;
-    let changed = daemon.blocking(move |d| d.registry().move_tag(&name, &tag, &request.hash)).await??;
-    Ok(json_reply(StatusCode::OK, &tag_response(changed)))
+    // SPEC §3.2: a tag move refreshes the tag's followers unless told not to.
+    let follow = request.refresh.unwrap_or(true);
+    let followers = if tag == strata_shared::names::LATEST_TAG { name.clone() } else { format!("{name}:{tag}") };
+    let (changed, refreshed) = daemon
+        .blocking(move |d| -> Result<_, ApiError> {
+            let changed = d.registry().move_tag(&name, &tag, &request.hash)?;
+            let refreshed = if follow {
+                let request = strata_shared::api::RefreshRequest { hashes: vec![], strategies: vec![followers] };
+                Some(d.instances().refresh(&request)?.into_iter().filter(|r| !r.instances.is_empty()).collect())
+            } else {
+                None
+            };
+            Ok((changed, refreshed))
+        })
+        .await??;
+    Ok(json_reply(StatusCode::OK, &TagResponse { refresh: refreshed, ..tag_response(changed) }))
 }
 
 fn tag_response(changed: crate::registry::TagChanged) -> TagResponse {
@@ -456,6 +470,7 @@ fn tag_response(changed: crate::registry::TagChanged) -> TagResponse {
         tag: changed.tag,
         hash: changed.hash,
         previous_hash: changed.previous_hash,
+        refresh: None,
     }
 }
 
