@@ -638,3 +638,36 @@ pub struct RefreshResponse {
     /// sorted, so the same refresh gives the same answer.
     pub results: Vec<RefreshResult>,
 }
+
+/// `POST /strategies/modules/{selector}/repin`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RepinRequest {
+    /// Where to move the instances: a selector of the same strategy, kept
+    /// as each instance's new selector.
+    pub to: String,
+}
+
+/// One instance's result of a batch restart or re-pin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchResult {
+    /// The instance.
+    pub instance_id: String,
+    /// Its pin before.
+    pub previous_hash: RevisionHash,
+    /// Its pin now.
+    pub hash: RevisionHash,
+    /// `refreshed` (moved / restarted), `alreadyPinned` (nothing to do) or `failed`.
+    pub reason: RefreshReason,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Answer to a batch restart or re-pin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchResponse {
+    /// One per instance pinned to the hash, by id.
+    pub results: Vec<BatchResult>,
+}

@@ -128,3 +128,50 @@ async fn a_tag_move_refreshes_exactly_that_tags_followers() {
     assert_eq!(latest_after["strategy"]["hash"], v1.as_str());
     assert_eq!(latest_after["startedAt"], latest_before["startedAt"], "a follower of another tag is untouched");
 }
+
+#[tokio::test]
+async fn batch_restart_and_repin_by_hash() {
+    let d = TestDaemon::start().await;
+    let v1 = d.upload(&module("b", 1), "v1").await;
+    let v2 = d.upload(&module("b", 2), "v2").await;
+    d.upload(&module("c", 1), "v1").await;
+    let on_v1 = format!("b@{v1}");
+    create(&d, "r1", &on_v1, true).await;
+    create(&d, "r2", &on_v1, true).await;
+    create(&d, "s1", &on_v1, false).await;
+    create(&d, "elsewhere", "b", true).await;
+    let before = view(&d, "r1").await;
+    let elsewhere = view(&d, "elsewhere").await;
+
+    let (status, answer) = d.post(&format!("/strategies/modules/{on_v1}/restart"), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let reasons: Vec<(&str, &str)> = answer["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["instanceId"].as_str().unwrap(), r["reason"].as_str().unwrap()))
+        .collect();
+    assert_eq!(reasons, [("r1", "refreshed"), ("r2", "refreshed"), ("s1", "alreadyPinned")]);
+    assert_ne!(view(&d, "r1").await["startedAt"], before["startedAt"], "restarted");
+    assert_eq!(view(&d, "s1").await["state"], "stopped", "a stopped instance stays stopped");
+    assert_eq!(view(&d, "elsewhere").await["startedAt"], elsewhere["startedAt"], "other hashes untouched");
+
+    // Roll everything on v1 forward to b:v2; the selector follows, so a refresh keeps it there.
+    let (status, answer) = d.post(&format!("/strategies/modules/{on_v1}/repin"), json!({"to": "b:v2"})).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["results"].as_array().unwrap().len(), 3);
+    assert!(
+        answer["results"].as_array().unwrap().iter().all(|r| r["reason"] == "refreshed" && r["hash"] == v2.as_str())
+    );
+    let r1 = view(&d, "r1").await;
+    assert_eq!((r1["strategy"]["hash"].clone(), r1["strategy"]["selector"].clone()), (json!(v2), json!("b:v2")));
+    assert_eq!(r1["state"], "running");
+    assert_eq!(view(&d, "s1").await["state"], "stopped");
+    let again = refresh(&d, json!({"strategies": ["b"]})).await;
+    assert!(again.iter().all(|r| r["reason"] == "alreadyPinned"), "a refresh does not undo the repin: {again:?}");
+
+    let (status, _) = d.post(&format!("/strategies/modules/b@{v2}/repin"), json!({"to": "c"})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "another strategy");
+    let (status, _) = d.post("/strategies/modules/nobody/restart", json!({})).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}

@@ -2,8 +2,8 @@
 
 use serde::Deserialize;
 use strata_shared::api::{
-    CreateInstanceRequest, InstanceState, InstancesPage, ProviderInfo, RefreshRequest, RefreshResponse,
-    UpdateInstanceRequest,
+    BatchResponse, CreateInstanceRequest, InstanceState, InstancesPage, ProviderInfo, RefreshRequest, RefreshResponse,
+    RepinRequest, UpdateInstanceRequest,
 };
 use warp::Filter;
 use warp::filters::BoxedFilter;
@@ -27,6 +27,13 @@ pub(super) fn routes(daemon: &Daemon) -> BoxedFilter<(Response,)> {
     let logs = warp::path!("strategy" / "instances" / String / "logs").and(warp::get()).and(d()).then(logs);
     let providers = warp::path!("providers").and(warp::get()).and(d()).map(providers);
     let refresh = warp::path!("strategies" / "refresh").and(warp::post()).and(d()).and(body(daemon)).then(refresh);
+    let restart_all =
+        warp::path!("strategies" / "modules" / String / "restart").and(warp::post()).and(d()).then(restart_all);
+    let repin_all = warp::path!("strategies" / "modules" / String / "repin")
+        .and(warp::post())
+        .and(d())
+        .and(body(daemon))
+        .then(repin_all);
 
     route(daemon, "GET", "/strategy/instances", list)
         .or(route(daemon, "POST", "/strategy/instances", create))
@@ -44,6 +51,10 @@ pub(super) fn routes(daemon: &Daemon) -> BoxedFilter<(Response,)> {
         .or(route(daemon, "GET", "/providers", providers))
         .unify()
         .or(route(daemon, "POST", "/strategies/refresh", refresh))
+        .unify()
+        .or(route(daemon, "POST", "/strategies/modules/{selector}/restart", restart_all))
+        .unify()
+        .or(route(daemon, "POST", "/strategies/modules/{selector}/repin", repin_all))
         .unify()
         .boxed()
 }
@@ -176,6 +187,34 @@ async fn refresh(daemon: Daemon, body: bytes::Bytes) -> ApiResult {
         })
         .await??;
     Ok(json_reply(StatusCode::OK, &RefreshResponse { status: "ok".into(), results }))
+}
+
+/// `POST /strategies/modules/{selector}/restart`: restart every running
+/// instance pinned to the hash the selector resolves to.
+async fn restart_all(selector: String, daemon: Daemon) -> ApiResult {
+    ensure_ready(&daemon)?;
+    let selector = segment(&selector)?;
+    let hash = daemon.registry().resolve(&selector)?.hash;
+    let results = daemon.blocking(move |d| d.instances().restart_all(hash)).await?;
+    Ok(json_reply(StatusCode::OK, &BatchResponse { results }))
+}
+
+/// `POST /strategies/modules/{selector}/repin {to}`: move every instance
+/// pinned to the selector's hash onto what `to` resolves to (same strategy).
+async fn repin_all(selector: String, daemon: Daemon, body: bytes::Bytes) -> ApiResult {
+    ensure_ready(&daemon)?;
+    let selector = segment(&selector)?;
+    let request: RepinRequest = json(&body)?;
+    let from = daemon.registry().resolve(&selector)?;
+    let to = daemon.registry().resolve(&request.to)?;
+    if to.strategy != from.strategy {
+        return Err(ApiError::bad_request(format!(
+            "{} is a revision of \"{}\", not of \"{}\"",
+            request.to, to.strategy, from.strategy
+        )));
+    }
+    let results = daemon.blocking(move |d| d.instances().repin_all(from.hash, &request.to, to.hash)).await?;
+    Ok(json_reply(StatusCode::OK, &BatchResponse { results }))
 }
 
 fn providers(daemon: Daemon) -> ApiResult {

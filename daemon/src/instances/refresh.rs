@@ -166,3 +166,59 @@ fn unmatched(
         error: None,
     }
 }
+
+impl Instances {
+    /// Ids of every instance pinned to `hash`, by id.
+    fn pinned_to(&self, hash: RevisionHash) -> Vec<String> {
+        let mut ids: Vec<String> = self.referencing(&[hash]).into_iter().map(|(id, _)| id).collect();
+        ids.sort();
+        ids
+    }
+
+    /// Restarts every running instance pinned to `hash` (the rollout and
+    /// rollback helper); stopped ones are reported `alreadyPinned` and left.
+    pub fn restart_all(&self, hash: RevisionHash) -> Vec<strata_shared::api::BatchResult> {
+        self.pinned_to(hash)
+            .into_iter()
+            .map(|id| {
+                let running = self.view(&id).map(|v| v.state == InstanceState::Running).unwrap_or(false);
+                let outcome = if running { self.restart(&id).map(|_| ()) } else { Ok(()) };
+                batch_result(id, hash, hash, running, outcome)
+            })
+            .collect()
+    }
+
+    /// Moves every instance pinned to `from` onto `to` (resolved within the
+    /// same strategy), setting each one's selector to `to` as typed so that a
+    /// later refresh does not undo the move. Running instances restart on the
+    /// new hash; stopped ones stay stopped.
+    pub fn repin_all(
+        &self,
+        from: RevisionHash,
+        to: &str,
+        target: RevisionHash,
+    ) -> Vec<strata_shared::api::BatchResult> {
+        self.pinned_to(from)
+            .into_iter()
+            .map(|id| {
+                let outcome = if from == target { Ok(()) } else { self.repin(&id, target, Some(to.to_owned())) };
+                batch_result(id, from, target, from != target, outcome)
+            })
+            .collect()
+    }
+}
+
+fn batch_result(
+    id: String,
+    previous: RevisionHash,
+    hash: RevisionHash,
+    acted: bool,
+    outcome: Result<(), InstanceError>,
+) -> strata_shared::api::BatchResult {
+    let (hash, reason, error) = match outcome {
+        Ok(()) if acted => (hash, RefreshReason::Refreshed, None),
+        Ok(()) => (hash, RefreshReason::AlreadyPinned, None),
+        Err(e) => (previous, RefreshReason::Failed, Some(e.to_string())),
+    };
+    strata_shared::api::BatchResult { instance_id: id, previous_hash: previous, hash, reason, error }
+}
