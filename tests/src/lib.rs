@@ -125,6 +125,16 @@ impl TestDaemon {
         body["hash"].as_str().expect("hash in upload answer").to_owned()
     }
 
+    /// Creates an instance of `identifier` on `sim`/`BTC-USDT` and asserts
+    /// it was accepted; returns the instance object.
+    pub async fn create_instance(&self, id: &str, identifier: &str, auto_start: bool) -> Value {
+        let body = serde_json::json!({"id": id, "strategy": {"identifier": identifier},
+                                      "scope": {"sim": {"symbols": ["BTC-USDT"]}}, "autoStart": auto_start});
+        let (status, view) = self.post("/strategy/instances", body).await;
+        assert_eq!(status, StatusCode::CREATED, "create {id}: {view}");
+        view
+    }
+
     /// The value of a Prometheus metric without labels.
     pub async fn metric(&self, name: &str) -> f64 {
         let (_, body) = self.get("/metrics").await;

@@ -26,14 +26,6 @@ fn strategy(name: &str, tag: &str, body: &str) -> String {
     )
 }
 
-async fn create(d: &TestDaemon, id: &str, identifier: &str, auto_start: bool) -> Value {
-    let body = json!({"id": id, "strategy": {"identifier": identifier, "config": {}},
-                      "scope": {"sim": {"symbols": ["BTC-USDT"]}}, "autoStart": auto_start});
-    let (status, view) = d.post("/strategy/instances", body).await;
-    assert_eq!(status, StatusCode::CREATED, "{view}");
-    view
-}
-
 async fn instance(d: &TestDaemon, id: &str) -> Value {
     let (status, view) = d.get(&format!("/strategy/instances/{id}")).await;
     assert_eq!(status, StatusCode::OK, "{view}");
@@ -65,7 +57,7 @@ fn fast_venue(config: &mut strata_daemon::Config) {
 async fn lifecycle_start_stop_restart_delete() {
     let d = TestDaemon::start().await;
     let hash = d.upload(&strategy("life", "v1", ""), "v1").await;
-    let view = create(&d, "alpha", "life", false).await;
+    let view = d.create_instance("alpha", "life", false).await;
     assert_eq!(view["state"], "stopped");
     assert_eq!(view["strategy"]["selector"], "life");
     assert_eq!(view["strategy"]["hash"], hash.as_str());
@@ -123,7 +115,7 @@ async fn bad_instance_requests_are_rejected_precisely() {
         assert_eq!(status, expected, "{body} → {answer}");
         assert_eq!(answer["status"], "error");
     }
-    create(&d, "dup", "strict", false).await;
+    d.create_instance("dup", "strict", false).await;
     let (status, _) = d.post("/strategy/instances", base("dup", json!({}), btc.clone())).await;
     assert_eq!(status, StatusCode::CONFLICT);
     let (status, _) = d.post("/strategy/instances/nobody/start", json!({})).await;
@@ -146,8 +138,8 @@ async fn a_handler_that_loops_forever_fails_only_its_instance() {
     let d = TestDaemon::start_with(fast_venue).await;
     d.upload(&strategy("forever", "v1", "while (true) {}"), "v1").await;
     d.upload(&strategy("calm", "v1", ""), "v1").await;
-    create(&d, "looper", "forever", true).await;
-    create(&d, "neighbour", "calm", true).await;
+    d.create_instance("looper", "forever", true).await;
+    d.create_instance("neighbour", "calm", true).await;
     let failed = wait_for(&d, "looper", Duration::from_secs(10), |v| v["state"] == "failed").await;
     assert!(failed["lastError"].as_str().unwrap().contains("CPU budget"), "{failed}");
     let before = instance(&d, "neighbour").await["counters"]["eventsDelivered"].as_u64().unwrap();
@@ -166,7 +158,7 @@ async fn a_module_that_exhausts_memory_hits_the_cap() {
         "v1",
     )
     .await;
-    create(&d, "hog-1", "hog", true).await;
+    d.create_instance("hog-1", "hog", true).await;
     let failed = wait_for(&d, "hog-1", Duration::from_secs(20), |v| v["state"] == "failed").await;
     let error = failed["lastError"].as_str().unwrap();
     assert!(error.contains("memory"), "{error}");
@@ -178,8 +170,8 @@ async fn a_sleeping_strategy_never_slows_its_neighbour() {
     let d = TestDaemon::start_with(fast_venue).await;
     d.upload(&strategy("sleepy", "v1", "env.helpers.sleep(500);"), "v1").await;
     d.upload(&strategy("calm", "v1", ""), "v1").await;
-    create(&d, "sleeper", "sleepy", true).await;
-    create(&d, "neighbour", "calm", true).await;
+    d.create_instance("sleeper", "sleepy", true).await;
+    d.create_instance("neighbour", "calm", true).await;
     let start = instance(&d, "neighbour").await["counters"]["eventsDelivered"].as_u64().unwrap();
     let sleeper_start = instance(&d, "sleeper").await["counters"]["eventsDelivered"].as_u64().unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -198,7 +190,7 @@ async fn a_sleeping_strategy_never_slows_its_neighbour() {
 async fn fifty_concurrent_starts_start_once() {
     let d = TestDaemon::start().await;
     d.upload(&strategy("once", "v1", ""), "v1").await;
-    create(&d, "single", "once", false).await;
+    d.create_instance("single", "once", false).await;
     let mut tasks = Vec::new();
     for _ in 0..50 {
         let (client, url) = (d.client.clone(), d.url.clone());
@@ -258,9 +250,9 @@ async fn pins_survive_a_restart_even_after_latest_moved() {
     let d = TestDaemon::start().await;
     let v1 = d.upload(&strategy("pinned", "v1", ""), "v1").await;
     d.put("/strategies/modules/pinned/tags/prod", json!({"hash": v1})).await;
-    create(&d, "by-name", "pinned", true).await;
-    create(&d, "by-tag", "pinned:prod", true).await;
-    create(&d, "by-hash", &format!("pinned@{v1}"), false).await;
+    d.create_instance("by-name", "pinned", true).await;
+    d.create_instance("by-tag", "pinned:prod", true).await;
+    d.create_instance("by-hash", &format!("pinned@{v1}"), false).await;
     let v2 = d.upload(&strategy("pinned", "v2", "/* v2 */"), "v2").await;
     // Move the tag without refreshing its followers: only a restart could re-pin now.
     d.put("/strategies/modules/pinned/tags/prod", json!({"hash": v2, "refresh": false})).await;
@@ -286,7 +278,7 @@ async fn deleting_a_referenced_revision_is_a_409_with_its_usage() {
     let d = TestDaemon::start().await;
     let v1 = d.upload(&strategy("used", "v1", ""), "v1").await;
     let v2 = d.upload(&strategy("used", "v2", "/* v2 */"), "v2").await;
-    create(&d, "user", &format!("used@{v1}"), false).await;
+    d.create_instance("user", &format!("used@{v1}"), false).await;
 
     for path in [format!("/strategies/modules/used@{v1}"), "/strategies/modules/used".to_owned()] {
         let (status, body) = d.delete(&path).await;
@@ -316,9 +308,9 @@ async fn slow_handlers_never_slow_their_neighbour_even_on_one_worker() {
     d.upload(&strategy("busy", "v1", busy), "v1").await;
     d.upload(&strategy("calm", "v1", ""), "v1").await;
     for i in 0..3 {
-        create(&d, &format!("busy-{i}"), "busy", true).await;
+        d.create_instance(&format!("busy-{i}"), "busy", true).await;
     }
-    create(&d, "neighbour", "calm", true).await;
+    d.create_instance("neighbour", "calm", true).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let start = instance(&d, "neighbour").await["counters"]["eventsDelivered"].as_u64().unwrap();
     // Latency, not only throughput: the neighbour's last event is never
@@ -349,7 +341,7 @@ async fn slow_handlers_never_slow_their_neighbour_even_on_one_worker() {
 async fn an_instance_whose_revision_is_missing_at_boot_starts_once_it_is_back() {
     let d = TestDaemon::start().await;
     let hash = d.upload(&strategy("fragile", "v1", ""), "v1").await;
-    create(&d, "fragile-1", "fragile", true).await;
+    d.create_instance("fragile-1", "fragile", true).await;
     let path = format!("strategies/fragile/{}/fragile.js", hash.trim_start_matches("sha256:"));
     let saved = std::fs::read(d.dir().join(&path)).unwrap();
     let d = d.restart_with(|dir| std::fs::remove_file(dir.join(&path)).unwrap()).await;
@@ -366,7 +358,7 @@ async fn an_instance_whose_revision_is_missing_at_boot_starts_once_it_is_back() 
 async fn a_storm_of_concurrent_lifecycle_calls_leaves_one_consistent_instance() {
     let d = TestDaemon::start_with(fast_venue).await;
     d.upload(&strategy("storm", "v1", ""), "v1").await;
-    create(&d, "eye", "storm", true).await;
+    d.create_instance("eye", "storm", true).await;
     let mut tasks = Vec::new();
     for i in 0..60 {
         let (client, url) = (d.client.clone(), d.url.clone());

@@ -5,13 +5,6 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use strata_tests::{TestDaemon, module};
 
-async fn create(d: &TestDaemon, id: &str, identifier: &str, auto_start: bool) {
-    let body = json!({"id": id, "strategy": {"identifier": identifier},
-                      "scope": {"sim": {"symbols": ["BTC-USDT"]}}, "autoStart": auto_start});
-    let (status, view) = d.post("/strategy/instances", body).await;
-    assert_eq!(status, StatusCode::CREATED, "{view}");
-}
-
 async fn refresh(d: &TestDaemon, body: Value) -> Vec<Value> {
     let (status, answer) = d.post("/strategies/refresh", body).await;
     assert_eq!(status, StatusCode::OK, "{answer}");
@@ -33,11 +26,11 @@ async fn refresh_reasons_idempotence_and_untouched_neighbours() {
     let v1 = d.upload(&module("s", 1), "v1").await;
     d.put("/strategies/modules/s/tags/prod", json!({"hash": v1})).await;
     d.upload(&module("o", 1), "v1").await;
-    create(&d, "by-name", "s", true).await;
-    create(&d, "by-prod", "s:prod", true).await;
-    create(&d, "by-hash", &format!("s@{v1}"), true).await;
-    create(&d, "idle", "s", false).await;
-    create(&d, "other", "o", true).await;
+    d.create_instance("by-name", "s", true).await;
+    d.create_instance("by-prod", "s:prod", true).await;
+    d.create_instance("by-hash", &format!("s@{v1}"), true).await;
+    d.create_instance("idle", "s", false).await;
+    d.create_instance("other", "o", true).await;
     let other_before = view(&d, "other").await;
     let v2 = d.upload(&module("s", 2), "v2").await;
 
@@ -76,7 +69,7 @@ async fn targets_that_match_nothing_get_a_result_too() {
     let d = TestDaemon::start().await;
     let v1 = d.upload(&module("t", 1), "v1").await;
     let v2 = d.upload(&module("t", 2), "v2").await;
-    create(&d, "on-v2", "t", true).await;
+    d.create_instance("on-v2", "t", true).await;
 
     let unknown = format!("sha256:{}", "0".repeat(64));
     let results = refresh(&d, json!({"hashes": [v1, unknown, &v2[..20]]})).await;
@@ -108,8 +101,8 @@ async fn a_tag_move_refreshes_exactly_that_tags_followers() {
     d.put("/strategies/modules/m/tags/prod", json!({"hash": v1})).await;
     let v2 = d.upload(&module("m", 2), "v2").await;
     d.put("/strategies/modules/m/tags/latest", json!({"hash": v1})).await;
-    create(&d, "follows-prod", "m:prod", true).await;
-    create(&d, "follows-latest", "m", true).await;
+    d.create_instance("follows-prod", "m:prod", true).await;
+    d.create_instance("follows-latest", "m", true).await;
     let latest_before = view(&d, "follows-latest").await;
 
     let (status, moved) = d.put("/strategies/modules/m/tags/prod", json!({"hash": v2, "refresh": false})).await;
@@ -136,10 +129,10 @@ async fn batch_restart_and_repin_by_hash() {
     let v2 = d.upload(&module("b", 2), "v2").await;
     d.upload(&module("c", 1), "v1").await;
     let on_v1 = format!("b@{v1}");
-    create(&d, "r1", &on_v1, true).await;
-    create(&d, "r2", &on_v1, true).await;
-    create(&d, "s1", &on_v1, false).await;
-    create(&d, "elsewhere", "b", true).await;
+    d.create_instance("r1", &on_v1, true).await;
+    d.create_instance("r2", &on_v1, true).await;
+    d.create_instance("s1", &on_v1, false).await;
+    d.create_instance("elsewhere", "b", true).await;
     let before = view(&d, "r1").await;
     let elsewhere = view(&d, "elsewhere").await;
 

@@ -6,13 +6,6 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use strata_tests::{TestDaemon, module};
 
-async fn create(d: &TestDaemon, id: &str, identifier: &str, auto_start: bool) {
-    let body = json!({"id": id, "strategy": {"identifier": identifier},
-                      "scope": {"sim": {"symbols": ["BTC-USDT"]}}, "autoStart": auto_start});
-    let (status, view) = d.post("/strategy/instances", body).await;
-    assert_eq!(status, StatusCode::CREATED, "{view}");
-}
-
 fn ids(page: &Value) -> Vec<&str> {
     page["instances"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap()).collect()
 }
@@ -24,10 +17,10 @@ async fn usage_follows_every_lifecycle_transition() {
     let v2 = d.upload(&module("used", 2), "v2").await;
     d.upload(&module("idle", 1), "v1").await;
     let pinned = format!("used@{v1}");
-    create(&d, "b", &pinned, true).await;
-    create(&d, "a", &pinned, true).await;
-    create(&d, "never", &pinned, false).await;
-    create(&d, "other", "used", true).await;
+    d.create_instance("b", &pinned, true).await;
+    d.create_instance("a", &pinned, true).await;
+    d.create_instance("never", &pinned, false).await;
+    d.create_instance("other", "used", true).await;
 
     let (status, usage) = d.get(&format!("/strategies/modules/{pinned}/usage")).await;
     assert_eq!(status, StatusCode::OK, "{usage}");
@@ -83,7 +76,7 @@ async fn retired_means_unused_and_untagged() {
     d.delete("/strategies/modules/ret/tags/v1?allowOrphan=true").await;
     let path = format!("/strategies/modules/ret@{v1}/usage");
     assert_eq!(d.get(&path).await.1["usage"]["retired"], true);
-    create(&d, "keeps-it", &format!("ret@{v1}"), true).await;
+    d.create_instance("keeps-it", &format!("ret@{v1}"), true).await;
     assert_eq!(d.get(&path).await.1["usage"]["retired"], false, "a running instance keeps it alive");
     let (_, export) = d.get("/strategies/registry").await;
     let entry = export["usage"].as_array().unwrap().iter().find(|u| u["hash"] == v1.as_str()).unwrap().clone();
@@ -100,8 +93,8 @@ async fn timestamps_and_stopped_history_survive_a_restart() {
     let d = TestDaemon::start().await;
     let v1 = d.upload(&module("kept", 1), "v1").await;
     let pinned = format!("kept@{v1}");
-    create(&d, "runs", &pinned, true).await;
-    create(&d, "ran", &pinned, true).await;
+    d.create_instance("runs", &pinned, true).await;
+    d.create_instance("ran", &pinned, true).await;
     d.post("/strategy/instances/ran/stop", json!({})).await;
     let (_, before) = d.get(&format!("/strategies/modules/{pinned}/usage?includeStopped=true")).await;
     assert_eq!(ids(&before), ["runs", "ran"]);
@@ -129,8 +122,8 @@ async fn per_revision_metrics_follow_usage_and_leave_with_the_revision() {
     let v1 = d.upload(&module("metered", 1), "v1").await;
     d.upload(&module("metered", 2), "v2").await;
     let pinned = format!("metered@{v1}");
-    create(&d, "m1", &pinned, true).await;
-    create(&d, "m2", &pinned, true).await;
+    d.create_instance("m1", &pinned, true).await;
+    d.create_instance("m2", &pinned, true).await;
     let hash_label = format!("hash=\"{v1}\"");
     let labels = ["strategy=\"metered\"", hash_label.as_str()];
     assert_eq!(series(&d, "strategy_revision_instances", &labels).await, Some(2.0));

@@ -116,10 +116,31 @@ pub trait InstanceStore: Send + Sync {
     fn recent_audit(&self, limit: usize) -> Result<Vec<AuditRecord>, StoreError>;
 }
 
-fn append_audit(tx: &rusqlite::Transaction<'_>, audit: &AuditEntry) -> Result<(), StoreError> {
-    tx.prepare_cached("INSERT INTO audit (action, instance_id, strategy, hash, detail) VALUES (?1, ?2, ?3, ?4, ?5)")?
-        .execute(params![audit.action, audit.instance_id, audit.strategy, audit.hash, audit.detail])?;
-    Ok(())
+impl Store {
+    /// Runs `change` and appends `audit` in one transaction: a change and its
+    /// journal line are committed together or not at all.
+    fn audited(
+        &self,
+        audit: &AuditEntry,
+        change: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        self.with_conn(|conn| {
+            let tx = conn.transaction()?;
+            change(&tx)?;
+            tx.prepare_cached(
+                "INSERT INTO audit (action, instance_id, strategy, hash, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![
+                audit.action,
+                audit.instance_id,
+                audit.strategy,
+                audit.hash,
+                audit.detail
+            ])?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
 }
 
 impl InstanceStore for Store {
@@ -147,16 +168,13 @@ impl InstanceStore for Store {
         audit: &AuditEntry,
     ) -> Result<(), StoreError> {
         let spec = serde_json::to_string(instance).expect("instance spec serialises");
-        self.with_conn(|conn| {
-            let tx = conn.transaction()?;
+        self.audited(audit, |tx| {
             tx.prepare_cached(
                 "INSERT INTO instances (id, spec, state, last_error) VALUES (?1, ?2, ?3, NULL)
                  ON CONFLICT(id) DO UPDATE SET spec = excluded.spec, state = excluded.state,
                  updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')",
             )?
             .execute(params![instance.id, spec, state.as_str()])?;
-            append_audit(&tx, audit)?;
-            tx.commit()?;
             Ok(())
         })
     }
@@ -168,36 +186,25 @@ impl InstanceStore for Store {
         error: Option<&str>,
         audit: &AuditEntry,
     ) -> Result<(), StoreError> {
-        self.with_conn(|conn| {
-            let tx = conn.transaction()?;
+        self.audited(audit, |tx| {
             tx.prepare_cached(
                 "UPDATE instances SET state = ?2, last_error = ?3, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
                  WHERE id = ?1",
             )?
             .execute(params![id, state.as_str(), error])?;
-            append_audit(&tx, audit)?;
-            tx.commit()?;
             Ok(())
         })
     }
 
     fn delete_instance(&self, id: &str, audit: &AuditEntry) -> Result<(), StoreError> {
-        self.with_conn(|conn| {
-            let tx = conn.transaction()?;
+        self.audited(audit, |tx| {
             tx.prepare_cached("DELETE FROM instances WHERE id = ?1")?.execute([id])?;
-            append_audit(&tx, audit)?;
-            tx.commit()?;
             Ok(())
         })
     }
 
     fn append_audit(&self, audit: &AuditEntry) -> Result<(), StoreError> {
-        self.with_conn(|conn| {
-            let tx = conn.transaction()?;
-            append_audit(&tx, audit)?;
-            tx.commit()?;
-            Ok(())
-        })
+        self.audited(audit, |_| Ok(()))
     }
 
     fn recent_audit(&self, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
