@@ -8,6 +8,7 @@ pub mod hash;
 pub mod metadata;
 pub mod names;
 pub mod selector;
+pub mod stream;
 
 pub use hash::RevisionHash;
 pub use selector::{HashRef, Selector};
