@@ -37,6 +37,8 @@ pub struct Config {
     pub js: JsConfig,
     /// How instances run.
     pub runtime: RuntimeConfig,
+    /// The usage index and its live stream.
+    pub usage: UsageConfig,
     /// Market venues (`[[providers]]`); by default one simulated venue
     /// named `sim` trading `BTC-USDT` and `ETH-USDT`.
     pub providers: Vec<ProviderConfig>,
@@ -57,6 +59,29 @@ pub struct RuntimeConfig {
 impl Default for RuntimeConfig {
     fn default() -> Self {
         Self { workers: None, queue_capacity: 1024, sleep_cap_ms: 5_000 }
+    }
+}
+
+/// The usage index and its live stream (`[usage]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "snake_case")]
+pub struct UsageConfig {
+    /// Seconds a revision must go without running instances (and without
+    /// tags) before it counts as retired (default 0: at once).
+    pub retire_after_secs: u64,
+    /// Deltas kept for WebSocket resumes (`/ws?since=`).
+    pub stream_replay: usize,
+    /// Deltas a WebSocket subscriber may fall behind before it is resynced.
+    pub stream_queue: usize,
+}
+
+impl Default for UsageConfig {
+    fn default() -> Self {
+        Self {
+            retire_after_secs: 0,
+            stream_replay: crate::stream::DEFAULT_REPLAY,
+            stream_queue: crate::stream::DEFAULT_QUEUE,
+        }
     }
 }
 
@@ -140,6 +165,7 @@ impl Default for Config {
             load_threads: None,
             js: JsConfig::default(),
             runtime: RuntimeConfig::default(),
+            usage: UsageConfig::default(),
             providers: vec![ProviderConfig::default_sim()],
         }
     }

@@ -13,6 +13,7 @@ use crate::instances::{InstanceOptions, Instances, LateSink};
 use crate::metrics::Metrics;
 use crate::registry::{Registry, RegistryOptions};
 use crate::store::{Store, StoreError};
+use crate::stream::Bus;
 use crate::usage::UsageIndex;
 use crate::venue::Provider;
 use crate::venue::sim::SimVenue;
@@ -182,7 +183,15 @@ pub async fn boot(config: Config, listener: TcpListener) -> Result<Running, Boot
     let venues: Vec<Arc<SimVenue>> =
         config.providers.iter().map(|p| SimVenue::new(p.sim_config(), sink.clone())).collect();
     let providers: Vec<Arc<dyn Provider>> = venues.iter().map(|v| v.clone() as Arc<dyn Provider>).collect();
-    let usage = Arc::new(UsageIndex::with_metrics(metrics.clone()));
+    // The usage index learns every revision and tag from the registry and
+    // publishes every change on the bus the WebSocket serves.
+    let bus = Arc::new(Bus::new(config.usage.stream_replay, config.usage.stream_queue));
+    let usage = Arc::new(UsageIndex::new(
+        bus,
+        Some(metrics.clone()),
+        time::Duration::seconds(i64::try_from(config.usage.retire_after_secs).unwrap_or(i64::MAX)),
+    ));
+    registry.observe(usage.clone());
     let instances = Instances::new(
         registry.clone(),
         store.clone(),
@@ -196,6 +205,7 @@ pub async fn boot(config: Config, listener: TcpListener) -> Result<Running, Boot
                 .runtime
                 .workers
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
+            js_metrics: Some(metrics.js.clone()),
         },
     );
     sink.bind(&instances);
@@ -208,7 +218,9 @@ pub async fn boot(config: Config, listener: TcpListener) -> Result<Running, Boot
             let mut every = tokio::time::interval(std::time::Duration::from_secs(15));
             loop {
                 every.tick().await;
-                usage.touch_running(time::OffsetDateTime::now_utc());
+                let now = time::OffsetDateTime::now_utc();
+                usage.touch_running(now);
+                usage.retire_due(now);
                 let instances = instances.clone();
                 let _ = tokio::task::spawn_blocking(move || instances.flush_usage()).await;
             }

@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod registry;
 pub mod runtime;
 pub mod store;
+pub mod stream;
 pub mod usage;
 pub mod venue;
 

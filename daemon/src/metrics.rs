@@ -25,6 +25,25 @@ pub struct Metrics {
     pub revision_instances: IntGaugeVec,
     /// Lifecycle actions per revision: start, stop, fail, refresh.
     pub revision_actions: IntCounterVec,
+    /// Refresh results by reason code.
+    pub refresh_results: IntCounterVec,
+    /// JavaScript handler errors and sandbox interrupts.
+    pub js: JsMetrics,
+    /// WebSocket subscribers connected now.
+    pub ws_subscribers: IntGauge,
+    /// Deltas written to WebSocket subscribers.
+    pub ws_deltas_sent: IntCounter,
+    /// Subscribers told to resync after falling behind (or resuming too late).
+    pub ws_resyncs: IntCounter,
+}
+
+/// The JavaScript runtime's counters, handed to every instance's host.
+#[derive(Debug, Clone)]
+pub struct JsMetrics {
+    /// Handler calls (and promise jobs) that threw.
+    pub handler_errors: IntCounter,
+    /// Calls stopped by a sandbox limit, by `limit` (`cpu`, `memory`).
+    pub interrupts: IntCounterVec,
 }
 
 impl Metrics {
@@ -69,8 +88,43 @@ impl Metrics {
             &["strategy", "hash", "action"],
         )
         .expect("valid metric");
+        let refresh_results = IntCounterVec::new(
+            Opts::new("strata_refresh_results_total", "Refresh results by reason code (one per instance or target)."),
+            &["reason"],
+        )
+        .expect("valid metric");
+        let js = JsMetrics {
+            handler_errors: IntCounter::new(
+                "strata_js_handler_errors_total",
+                "Strategy handler calls and promise jobs that threw.",
+            )
+            .expect("valid metric"),
+            interrupts: IntCounterVec::new(
+                Opts::new(
+                    "strata_js_interrupts_total",
+                    "Handler calls stopped by a sandbox limit (the instance fails).",
+                ),
+                &["limit"],
+            )
+            .expect("valid metric"),
+        };
+        let ws_subscribers = IntGauge::new("strata_ws_subscribers", "WebSocket usage-stream subscribers connected.")
+            .expect("valid metric");
+        let ws_deltas_sent = IntCounter::new("strata_ws_deltas_sent_total", "Deltas written to WebSocket subscribers.")
+            .expect("valid metric");
+        let ws_resyncs = IntCounter::new(
+            "strata_ws_resyncs_total",
+            "WebSocket subscribers sent a fresh snapshot after falling behind or resuming too late.",
+        )
+        .expect("valid metric");
         for collector in [
-            Box::new(revision_instances.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(refresh_results.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(js.handler_errors.clone()),
+            Box::new(js.interrupts.clone()),
+            Box::new(ws_subscribers.clone()),
+            Box::new(ws_deltas_sent.clone()),
+            Box::new(ws_resyncs.clone()),
+            Box::new(revision_instances.clone()),
             Box::new(revision_actions.clone()),
             Box::new(module_compilations.clone()),
             Box::new(revisions_loaded.clone()),
@@ -90,6 +144,11 @@ impl Metrics {
             http_request_duration,
             revision_instances,
             revision_actions,
+            refresh_results,
+            js,
+            ws_subscribers,
+            ws_deltas_sent,
+            ws_resyncs,
         }
     }
 

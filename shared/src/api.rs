@@ -116,7 +116,7 @@ pub struct RevisionInfo {
     pub path: String,
     /// Size in bytes.
     pub size: u64,
-    /// No instance runs it and no tag points at it.
+    /// No instance runs it, no tag points at it, and the grace period is over.
     pub retired: bool,
 }
 
@@ -272,8 +272,12 @@ pub struct UsageEntry {
     /// Last time an instance was seen running it.
     #[serde(with = "time::serde::rfc3339::option")]
     pub last_seen: Option<OffsetDateTime>,
-    /// No instance runs it and no tag points at it.
+    /// No instance runs it, no tag points at it, and the grace period is over.
     pub retired: bool,
+    /// Whether an instance pinned to it follows a selector that now
+    /// resolves elsewhere.
+    #[serde(default)]
+    pub drift: bool,
 }
 
 /// A registry entry that failed to load.
@@ -524,8 +528,18 @@ pub struct UsageSummary {
     /// Last time an instance was seen running it.
     #[serde(with = "time::serde::rfc3339::option")]
     pub last_seen: Option<OffsetDateTime>,
-    /// No running instance and no tag pointing at it.
+    /// No running instance, no tag pointing at it, and the grace period
+    /// (`[usage] retire_after_secs`) is over.
     pub retired: bool,
+    /// Instances pinned to it, running or not (what a delete would refuse for).
+    #[serde(default)]
+    pub pinned: usize,
+    /// Pinned instances whose selector now resolves to another revision.
+    #[serde(default)]
+    pub drifted: usize,
+    /// Whether any pinned instance drifts (`drifted > 0`).
+    #[serde(default)]
+    pub drift: bool,
 }
 
 /// One instance in a usage page.
@@ -538,6 +552,15 @@ pub struct UsageInstance {
     pub state: InstanceState,
     /// The selector as typed.
     pub selector: String,
+    /// The revision it is pinned to now (another one for an instance
+    /// re-pinned away, listed with `includeStopped`).
+    pub hash: RevisionHash,
+    /// Whether its selector now resolves to another hash than its pin.
+    #[serde(default)]
+    pub drift: bool,
+    /// What its selector resolves to now (`null` when it no longer resolves).
+    #[serde(default)]
+    pub resolves_to: Option<RevisionHash>,
     /// `self`.
     pub links: Links,
 }

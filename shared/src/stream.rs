@@ -182,7 +182,8 @@ pub struct Delta {
     pub kind: DeltaKind,
     /// The strategy (`null` only for `refreshCompleted`).
     pub strategy: Option<String>,
-    /// The revision (`null` only for `refreshCompleted`).
+    /// The revision (`null` for `refreshCompleted`, and for a `tagMoved`
+    /// that deleted the tag: it points nowhere now).
     pub hash: Option<RevisionHash>,
     /// The instance, for `instance*` kinds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -311,7 +312,18 @@ impl UsageMirror {
 
     fn apply_delta(&mut self, delta: &Delta) -> Vec<(String, RevisionHash)> {
         self.seq = self.seq.max(delta.seq);
-        let (Some(strategy), Some(hash)) = (&delta.strategy, delta.hash) else { return Vec::new() };
+        let Some(strategy) = &delta.strategy else { return Vec::new() };
+        let Some(hash) = delta.hash else {
+            // A deleted tag (`tagMoved` with no `hash`): it leaves `previousHash`.
+            let mut touched = Vec::new();
+            if let (Some(tag), Some(previous)) = (&delta.tag, delta.previous_hash)
+                && let Some(old) = self.revisions.get_mut(&(strategy.clone(), previous))
+            {
+                old.tags.retain(|t| t != tag);
+                touched.push((strategy.clone(), previous));
+            }
+            return touched;
+        };
         let key = (strategy.clone(), hash);
         let mut touched = vec![key.clone()];
         if delta.kind == DeltaKind::RevisionDeleted {

@@ -37,10 +37,10 @@ async fn usage_follows_every_lifecycle_transition() {
     let (_, usage) = d.get(&format!("/strategies/modules/{pinned}/usage")).await;
     assert_eq!((usage["usage"]["count"].clone(), ids(&usage)), (json!(1), vec!["a"]));
     let (_, usage) = d.get(&format!("/strategies/modules/{pinned}/usage?includeStopped=true")).await;
-    assert_eq!(ids(&usage), ["a", "b"], "running first, then stopped");
-    assert_eq!(usage["usage"]["instances"], 2);
+    assert_eq!(ids(&usage), ["a", "b", "never"], "running first, then the others pinned to it (started or not)");
+    assert_eq!((usage["usage"]["instances"].clone(), usage["usage"]["pinned"].clone()), (json!(3), json!(3)));
     let (_, usage) = d.get(&format!("/strategies/modules/{pinned}/usage?includeStopped=true&limit=1&offset=1")).await;
-    assert_eq!((ids(&usage), usage["total"].clone(), usage["limit"].clone()), (vec!["b"], json!(2), json!(1)));
+    assert_eq!((ids(&usage), usage["total"].clone(), usage["limit"].clone()), (vec!["b"], json!(3), json!(1)));
 
     // The modules listing: a running block per revision in use, runningOnly.
     let (_, page) = d.get("/strategies/modules?strategy=used").await;

@@ -178,7 +178,11 @@ async fn refresh(daemon: Daemon, body: bytes::Bytes) -> ApiResult {
         if body.iter().all(u8::is_ascii_whitespace) { RefreshRequest::default() } else { json(&body)? };
     let results = daemon
         .blocking(move |d| -> Result<_, ApiError> {
-            match d.registry().load() {
+            let reread = match d.instances().refresh_scope(&request) {
+                Some(strategies) => d.registry().reload_strategies(&strategies),
+                None => d.registry().load(),
+            };
+            match reread {
                 Ok(_) => {}
                 Err(e @ crate::registry::RegistryError::Unavailable(_)) => return Err(e.into()),
                 Err(e) => tracing::warn!(error = %e, "registry reload before refresh reported a problem"),

@@ -105,9 +105,23 @@ fn validate_name(name: &str) -> Result<(), ApiError> {
 /// list is paged by the usage endpoint.
 const RUNNING_IDS_IN_SUMMARY: usize = 100;
 
-/// SPEC §2.1: no running instance and no tag pointing at it (grace period 0).
-fn is_retired(usage: &UsageIndex, strategy: &Strategy, revision: &Revision) -> bool {
-    usage.summary(&revision.strategy, revision.hash).count == 0 && strategy.tags_of(&revision.hash).is_empty()
+/// SPEC §2.1: no running instance, no tag, grace period over (the usage
+/// index knows the tags too).
+fn is_retired(usage: &UsageIndex, revision: &Revision) -> bool {
+    usage.summary(&revision.strategy, revision.hash).retired
+}
+
+/// How many instances pinned to a revision follow a selector that now
+/// resolves elsewhere: one resolution per distinct selector, no scan. Must
+/// not be called under the registry lock.
+pub(super) fn drifted(daemon: &Daemon, strategy: &Arc<str>, hash: RevisionHash) -> usize {
+    daemon
+        .usage()
+        .selectors(strategy, hash)
+        .into_iter()
+        .filter(|(selector, _)| daemon.registry().resolve(selector).is_ok_and(|r| r.hash != hash))
+        .map(|(_, ids)| ids.len())
+        .sum()
 }
 
 fn revision_info(usage: &UsageIndex, strategy: &Strategy, revision: &Revision) -> RevisionInfo {
@@ -115,7 +129,7 @@ fn revision_info(usage: &UsageIndex, strategy: &Strategy, revision: &Revision) -
     RevisionInfo {
         hash: revision.hash,
         tag: revision.tag.clone(),
-        retired: is_retired(usage, strategy, revision),
+        retired: is_retired(usage, revision),
         tags,
         path: revision.path.clone(),
         size: revision.size,
@@ -330,10 +344,7 @@ async fn get_usage(selector: String, daemon: Daemon, query: Result<UsageQuery, A
     let limit = page_limit(query.limit);
     let usage = daemon.usage();
     let summary = usage.summary(&revision.strategy, revision.hash);
-    let retired = daemon
-        .registry()
-        .read(|state| state.strategy(&revision.strategy).map(|s| is_retired(usage, s, &revision)))
-        .unwrap_or(summary.count == 0);
+    let drifted = drifted(&daemon, &revision.strategy, revision.hash);
     let (ids, total) = usage.page(&revision.strategy, revision.hash, query.include_stopped, query.offset, limit);
     let instances = daemon
         .blocking(move |d| {
@@ -344,6 +355,9 @@ async fn get_usage(selector: String, daemon: Daemon, query: Result<UsageQuery, A
                     id: view.id,
                     state: view.state,
                     selector: view.strategy.selector,
+                    hash: view.strategy.hash,
+                    drift: view.drift,
+                    resolves_to: view.resolves_to,
                 })
                 .collect()
         })
@@ -354,10 +368,13 @@ async fn get_usage(selector: String, daemon: Daemon, query: Result<UsageQuery, A
         hash: revision.hash,
         usage: UsageSummary {
             count: summary.count,
-            instances: summary.count + summary.stopped,
+            instances: summary.tracked,
             first_seen: summary.first_seen,
             last_seen: summary.last_seen,
-            retired,
+            retired: summary.retired,
+            pinned: summary.pinned,
+            drifted,
+            drift: drifted > 0,
         },
         instances,
         total,
@@ -409,10 +426,7 @@ async fn delete_module(selector: String, daemon: Daemon) -> ApiResult {
     let deleted = daemon
         .blocking(move |d| d.registry().delete(&selector, |strategy, hashes| refuse_if_used(d, strategy, hashes)))
         .await??;
-    let strategy: Arc<str> = Arc::from(deleted.strategy.as_str());
-    for hash in &deleted.hashes {
-        daemon.usage().remove_revision(&strategy, *hash);
-    }
+    // The usage index heard of the deletion from the registry; persist it.
     daemon.blocking(|d| d.instances().flush_usage()).await?;
     let response = DeleteResponse {
         strategy: deleted.strategy,
@@ -519,7 +533,8 @@ fn usage_entries(usage: &UsageIndex, state: &RegistryState) -> Vec<UsageEntry> {
                     instances: usage.running_ids(name, rev.hash),
                     first_seen: summary.first_seen,
                     last_seen: summary.last_seen,
-                    retired: is_retired(usage, strategy, rev),
+                    retired: is_retired(usage, rev),
+                    drift: false,
                 }
             })
         })
@@ -532,7 +547,10 @@ async fn export_registry(daemon: Daemon, query: Result<ExportQuery, ApiError>) -
     match query.format.as_deref() {
         None | Some("json") => {
             let registry = daemon.blocking(|d| d.registry().document()).await?;
-            let usage = daemon.registry().read(|state| usage_entries(daemon.usage(), state));
+            let mut usage = daemon.registry().read(|state| usage_entries(daemon.usage(), state));
+            for entry in usage.iter_mut() {
+                entry.drift = drifted(&daemon, &Arc::from(entry.strategy.as_str()), entry.hash) > 0;
+            }
             let export = RegistryExport { registry, usage, errors: load_errors(&daemon) };
             Ok(json_reply(StatusCode::OK, &export))
         }

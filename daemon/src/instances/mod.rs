@@ -28,7 +28,7 @@ use crate::registry::{Registry, ResolveError};
 use crate::runtime::config::validate_config;
 use crate::runtime::host::{HostShared, HostSpec, JsInstance};
 use crate::store::{AuditEntry, InstanceStore, Store, StoreError, StoredInstance, StoredState};
-use crate::usage::UsageIndex;
+use crate::usage::{Pin, UsageIndex};
 use crate::venue::{MarketEvent, PrivateSink, Provider};
 use pool::{Cell, Pool, PoolSleepHook};
 
@@ -71,6 +71,8 @@ pub struct InstanceOptions {
     pub queue_capacity: usize,
     /// Worker threads running JavaScript.
     pub workers: usize,
+    /// Daemon-wide JavaScript counters (handler errors, interrupts).
+    pub js_metrics: Option<crate::metrics::JsMetrics>,
 }
 
 /// One instance as the manager holds it.
@@ -150,6 +152,11 @@ impl Instances {
         self.slots.read().get(id).cloned().ok_or_else(|| InstanceError::NotFound(id.to_owned()))
     }
 
+    /// The usage index's view of an instance's pin.
+    fn pin(record: &StoredInstance) -> Pin<'_> {
+        Pin { strategy: &record.strategy, hash: record.hash, selector: &record.selector, id: &record.id }
+    }
+
     fn audit(action: &'static str, record: &StoredInstance, detail: Option<String>) -> AuditEntry {
         AuditEntry {
             action,
@@ -187,12 +194,13 @@ impl Instances {
                     to_start.push(record.id.clone());
                 }
                 let state = if state == StoredState::Failed { InstanceState::Failed } else { InstanceState::Stopped };
+                self.usage.created(Self::pin(&record), now());
                 let slot = Slot {
                     record,
                     state,
                     last_error,
                     started_at: None,
-                    shared: Arc::new(HostShared::new()),
+                    shared: Arc::new(HostShared::with_metrics(self.options.js_metrics.clone())),
                     cell: None,
                     generation: 0,
                 };
@@ -271,7 +279,7 @@ impl Instances {
             state: InstanceState::Stopped,
             last_error: None,
             started_at: None,
-            shared: Arc::new(HostShared::new()),
+            shared: Arc::new(HostShared::with_metrics(self.options.js_metrics.clone())),
             cell: None,
             generation: 0,
         }));
@@ -283,6 +291,7 @@ impl Instances {
                 return Err(InstanceError::Conflict(format!("instance \"{}\" already exists", request.id)));
             }
             self.store.save_instance(&record, StoredState::Stopped, &Self::audit("create", &record, None))?;
+            self.usage.created(Self::pin(&record), now());
             slots.insert(request.id.clone(), slot);
         }
         if request.auto_start {
@@ -474,7 +483,7 @@ impl Instances {
                     return Err(InstanceError::Conflict(format!("instance \"{id}\" is {}", s.state.as_str())));
                 }
                 self.store.delete_instance(id, &Self::audit("delete", &s.record, None))?;
-                self.usage.forget(&Arc::from(s.record.strategy.as_str()), s.record.hash, id);
+                self.usage.deleted(Self::pin(&s.record), now());
             }
             slots.remove(id);
             slot
@@ -616,30 +625,73 @@ impl Instances {
         }
     }
 
-    /// A filtered page of instances, by id.
+    /// A filtered page of instances, by id. Filters are answered from the
+    /// usage index (by hash, by strategy, drifting selectors); only the
+    /// unfiltered list and a bare `state` filter walk the instance map.
     pub fn list(&self, filter: &InstanceFilter, offset: usize, limit: usize) -> (Vec<InstanceView>, usize) {
-        let slots: Vec<Arc<Mutex<Slot>>> = self.slots.read().values().cloned().collect();
+        let unfiltered = filter.strategy.is_none() && filter.hash.is_none() && filter.drift.is_none();
+        if unfiltered && filter.state.is_none() {
+            let slots = self.slots.read();
+            let page: Vec<_> = slots.values().skip(offset).take(limit).cloned().collect();
+            let total = slots.len();
+            drop(slots);
+            return (page.iter().map(|slot| self.render(&slot.lock())).collect(), total);
+        }
+        let candidates: Vec<String> = if filter.drift == Some(true) {
+            self.drifting()
+        } else if let Some(hash) = filter.hash {
+            self.usage.pinned_to(hash)
+        } else if let Some(strategy) = &filter.strategy {
+            self.usage.strategy_instances(strategy)
+        } else {
+            self.slots.read().keys().cloned().collect()
+        };
         let mut total = 0;
         let mut page = Vec::new();
-        for slot in slots {
+        for id in candidates {
+            let Ok(slot) = self.slot(&id) else { continue };
             let s = slot.lock();
             if !filter.matches(&s.record, s.state) {
                 continue;
             }
-            if filter.drift.is_some() {
-                let view = self.render(&s);
-                if Some(view.drift) != filter.drift {
-                    continue;
-                }
-                if total >= offset && page.len() < limit {
-                    page.push(view);
-                }
-            } else if total >= offset && page.len() < limit {
-                page.push(self.render(&s));
+            let view = if filter.drift.is_some() || (total >= offset && page.len() < limit) {
+                Some(self.render(&s))
+            } else {
+                None
+            };
+            if let Some(drift) = filter.drift
+                && view.as_ref().is_some_and(|v| v.drift != drift)
+            {
+                continue;
+            }
+            if total >= offset && page.len() < limit {
+                page.extend(view);
             }
             total += 1;
         }
         (page, total)
+    }
+
+    /// Ids of every instance whose selector now resolves to another hash
+    /// than its pin, by id: one resolution per distinct (revision, selector).
+    pub fn drifting(&self) -> Vec<String> {
+        let mut ids = Vec::new();
+        for (strategy, hash, selectors) in self.usage.pinned_selectors() {
+            let moved: Vec<_> = selectors
+                .into_iter()
+                .filter(|selector| self.registry.resolve(selector).is_ok_and(|r| r.hash != hash))
+                .collect();
+            if moved.is_empty() {
+                continue;
+            }
+            for (selector, followers) in self.usage.selectors(&strategy, hash) {
+                if moved.contains(&selector) {
+                    ids.extend(followers);
+                }
+            }
+        }
+        ids.sort_unstable();
+        ids
     }
 
     /// Recent log lines of one instance.
@@ -649,16 +701,10 @@ impl Instances {
         Ok(shared.logs.lines())
     }
 
-    /// Ids and pins of every instance referencing `hashes` (for delete guards).
+    /// Ids and pins of every instance referencing `hashes` (for delete
+    /// guards), from the usage index: no scan.
     pub fn referencing(&self, hashes: &[strata_shared::RevisionHash]) -> Vec<(String, strata_shared::RevisionHash)> {
-        let slots: Vec<_> = self.slots.read().values().cloned().collect();
-        slots
-            .iter()
-            .filter_map(|slot| {
-                let s = slot.lock();
-                hashes.contains(&s.record.hash).then(|| (s.record.id.clone(), s.record.hash))
-            })
-            .collect()
+        hashes.iter().flat_map(|hash| self.usage.pinned_to(*hash).into_iter().map(|id| (id, *hash))).collect()
     }
 
     /// Stops every runtime (daemon shutdown) without changing stored states,

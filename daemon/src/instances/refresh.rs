@@ -13,7 +13,29 @@ use crate::runtime::config::validate_config;
 use crate::store::{InstanceStore, StoredState};
 
 impl Instances {
-    /// Runs a refresh. The registry must have been re-read by the caller.
+    /// The strategies whose registry entries a refresh must re-read, or
+    /// `None` when it concerns every instance (or a target cannot be placed
+    /// without reading everything).
+    pub fn refresh_scope(&self, request: &RefreshRequest) -> Option<Vec<String>> {
+        if request.hashes.is_empty() && request.strategies.is_empty() {
+            return None;
+        }
+        let mut names = BTreeSet::new();
+        for text in &request.hashes {
+            names.insert(self.registry.resolve(text).ok()?.strategy.to_string());
+        }
+        for text in &request.strategies {
+            match Selector::parse(text).ok()?.strategy() {
+                Some(name) => names.insert(name.to_owned()),
+                None => names.insert(self.registry.resolve(text).ok()?.strategy.to_string()),
+            };
+        }
+        Some(names.into_iter().collect())
+    }
+
+    /// Runs a refresh. The registry must have been re-read by the caller
+    /// (see [`Instances::refresh_scope`]). The instances concerned come from
+    /// the usage index, never from a scan.
     pub fn refresh(&self, request: &RefreshRequest) -> Result<Vec<RefreshResult>, InstanceError> {
         let everything = request.hashes.is_empty() && request.strategies.is_empty();
         let mut target_hashes = Vec::new();
@@ -27,17 +49,40 @@ impl Instances {
                 Err(_) => results.push(unmatched(text, None, None, RefreshReason::NotFound)),
             }
         }
+        let mut strategy_targets = Vec::new();
         for text in &request.strategies {
-            Selector::parse(text).map_err(|e| InstanceError::BadRequest(e.to_string()))?;
+            let selector = Selector::parse(text).map_err(|e| InstanceError::BadRequest(e.to_string()))?;
+            let strategy = selector
+                .strategy()
+                .map(str::to_owned)
+                .or_else(|| self.registry.resolve_selector(&selector).ok().map(|r| r.strategy.to_string()));
+            strategy_targets.push((text.clone(), strategy));
         }
 
         // Which instances: pinned to a target hash, of a target strategy, or
         // following a target selector exactly as typed.
+        let mut ids: BTreeSet<String> = BTreeSet::new();
+        if everything {
+            ids.extend(self.slots.read().keys().cloned());
+        }
+        for (_, _, hash) in &target_hashes {
+            ids.extend(self.usage.pinned_to(*hash));
+        }
+        let mut by_strategy: Vec<(String, Vec<String>)> = Vec::new();
+        for (_, strategy) in &strategy_targets {
+            if let Some(strategy) = strategy
+                && !by_strategy.iter().any(|(s, _)| s == strategy)
+            {
+                by_strategy.push((strategy.clone(), self.usage.strategy_instances(strategy)));
+            }
+        }
         let chosen: Vec<(String, String, String, RevisionHash)> = {
-            let slots: Vec<_> = self.slots.read().values().cloned().collect();
-            slots
-                .iter()
-                .filter_map(|slot| {
+            let candidates = ids.iter().chain(by_strategy.iter().flat_map(|(_, ids)| ids.iter()));
+            let mut seen = BTreeSet::new();
+            candidates
+                .filter(|id| seen.insert(id.as_str()))
+                .filter_map(|id| {
+                    let slot = self.slots.read().get(id).cloned()?;
                     let s = slot.lock();
                     let r = &s.record;
                     let hit = everything
@@ -54,18 +99,13 @@ impl Instances {
         }
         let matched: BTreeSet<&str> =
             chosen.iter().flat_map(|(_, sel, strat, _)| [sel.as_str(), strat.as_str()]).collect();
-        for text in &request.strategies {
+        for (text, strategy) in &strategy_targets {
             if !matched.contains(text.as_str()) {
                 let reason = match self.registry.resolve(text) {
                     Ok(_) => RefreshReason::Retired,
                     Err(_) => RefreshReason::NotFound,
                 };
-                results.push(unmatched(
-                    text,
-                    Selector::parse(text).ok().and_then(|s| s.strategy().map(str::to_owned)),
-                    None,
-                    reason,
-                ));
+                results.push(unmatched(text, strategy.clone(), None, reason));
             }
         }
 
@@ -81,6 +121,7 @@ impl Instances {
                 self.usage.count_action(strategy, hash, "refresh");
             }
         }
+        self.usage.refresh_completed(&per_instance);
         Ok(per_instance)
     }
 
@@ -138,7 +179,11 @@ impl Instances {
             selector: selector.unwrap_or_else(|| record.selector.clone()),
             ..record.clone()
         };
-        slot.lock().record = updated.clone();
+        {
+            let mut s = slot.lock();
+            s.record = updated.clone();
+            self.usage.repinned(record.hash, &record.selector, Self::pin(&updated), super::now());
+        }
         let stored = if was_running { StoredState::Running } else { StoredState::Stopped };
         let detail = Some(format!("{} -> {hash}", record.hash));
         self.store.save_instance(&updated, stored, &Self::audit("repin", &updated, detail))?;
@@ -170,9 +215,7 @@ fn unmatched(
 impl Instances {
     /// Ids of every instance pinned to `hash`, by id.
     fn pinned_to(&self, hash: RevisionHash) -> Vec<String> {
-        let mut ids: Vec<String> = self.referencing(&[hash]).into_iter().map(|(id, _)| id).collect();
-        ids.sort();
-        ids
+        self.usage.pinned_to(hash)
     }
 
     /// Restarts every running instance pinned to `hash` (the rollout and

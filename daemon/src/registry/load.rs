@@ -43,6 +43,18 @@ pub(super) fn rebuild_all(registry: &Registry, doc: &RegistryDoc) -> LoadReport 
     report
 }
 
+/// Rebuilds the entries of `names` as `doc` has them (absent = removed).
+pub(super) fn rebuild_some(registry: &Registry, doc: &RegistryDoc, names: &[String]) -> LoadReport {
+    let entries: Vec<(String, Option<StrategyDoc>, Vec<LoadError>)> = names
+        .iter()
+        .map(|name| match doc.get(name) {
+            Some(value) => parse_entry(name, value),
+            None => (name.clone(), None, Vec::new()),
+        })
+        .collect();
+    rebuild(registry, entries.iter().map(|(n, e, errs)| (n.as_str(), e.as_ref(), errs.clone())))
+}
+
 /// Rebuilds one strategy after the writer changed its entry.
 pub(super) fn rebuild_one(registry: &Registry, name: &str, entry: Option<&StrategyDoc>) {
     rebuild(registry, std::iter::once((name, entry, Vec::new())));

@@ -104,7 +104,7 @@ pub struct LoadProgress {
 }
 
 /// What a finished load did.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LoadReport {
     /// Strategies loaded.
     pub strategies: usize,
@@ -179,6 +179,23 @@ struct DocState {
     unreadable: Option<String>,
 }
 
+/// Told of every change to the in-memory registry, in order, under the
+/// registry's write lock (so it must not call back into the registry).
+pub trait RegistryObserver: Send + Sync {
+    /// `changes` were just applied; `state` is the registry after them.
+    fn changed(&self, state: &RegistryState, changes: &[Change]);
+}
+
+/// The observer slot (set once at boot).
+#[derive(Default)]
+struct ObserverSlot(std::sync::OnceLock<Arc<dyn RegistryObserver>>);
+
+impl std::fmt::Debug for ObserverSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() { "ObserverSlot(set)" } else { "ObserverSlot(empty)" })
+    }
+}
+
 /// The registry handle. Cheap to share: wrap in an `Arc`.
 #[derive(Debug)]
 pub struct Registry {
@@ -191,6 +208,7 @@ pub struct Registry {
     metrics: Metrics,
     progress: LoadProgress,
     loaded: AtomicBool,
+    observer: ObserverSlot,
 }
 
 impl Registry {
@@ -207,7 +225,14 @@ impl Registry {
             metrics,
             progress: LoadProgress::default(),
             loaded: AtomicBool::new(false),
+            observer: ObserverSlot::default(),
         }
+    }
+
+    /// Reports every future change to `observer` (the usage index). Set
+    /// before the first load; later calls are ignored.
+    pub fn observe(&self, observer: Arc<dyn RegistryObserver>) {
+        let _ = self.observer.0.set(observer);
     }
 
     /// The strategies directory.
@@ -292,6 +317,43 @@ impl Registry {
         // answering "loading" forever.
         self.loaded.store(true, Ordering::Release);
         report
+    }
+
+    /// Re-reads `registry.json` but rebuilds only the entries of
+    /// `strategies` (a targeted refresh needs nothing else). Unchanged files
+    /// cost one read and one hash. Other entries that changed on disk are
+    /// picked up by the next full load, or before the next write (the
+    /// document fingerprint stays stale until then, which forces it).
+    pub fn reload_strategies(&self, strategies: &[String]) -> Result<LoadReport, RegistryError> {
+        let mut writer = self.writer.lock();
+        let path = self.options.root.join(REGISTRY_FILE);
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(RegistryError::Io(format!("cannot read {REGISTRY_FILE}: {}", e.kind()))),
+        };
+        if writer.unreadable.is_none() && writer.fingerprint == Some(RevisionHash::of(&bytes)) {
+            return Ok(LoadReport::default());
+        }
+        let Ok(doc) = file::parse_doc(&bytes) else {
+            // Broken file: the full path reports it and refuses writes.
+            return self.reload_locked(&mut writer);
+        };
+        let report = load::rebuild_some(self, &doc, strategies);
+        if let Some(current) = writer.doc.as_mut() {
+            for name in strategies {
+                match doc.get(name) {
+                    Some(value) => {
+                        current.insert(name.clone(), value.clone());
+                    }
+                    None => {
+                        current.shift_remove(name);
+                    }
+                }
+            }
+        }
+        self.refresh_gauges(&writer);
+        Ok(report)
     }
 
     /// Reads the document and rebuilds every strategy. Caller holds the writer lock.
@@ -393,6 +455,11 @@ impl Registry {
         let mut state = self.state.write();
         let changes = state.replace_strategy(strategy, next, errors);
         self.cache.invalidate(&changes);
+        if let Some(observer) = self.observer.0.get()
+            && !changes.is_empty()
+        {
+            observer.changed(&state, &changes);
+        }
         changes
     }
 

@@ -80,7 +80,7 @@ impl ResolverCache {
         let mut hash_set_changed = false;
         for change in changes {
             match change {
-                Change::Tag { strategy, tag } => {
+                Change::Tag { strategy, tag, .. } => {
                     exact.pop(&tag_key(strategy, tag));
                 }
                 Change::RevisionAdded { .. } => hash_set_changed = true,

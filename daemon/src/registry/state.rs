@@ -125,6 +125,10 @@ pub enum Change {
         strategy: Arc<str>,
         /// The tag.
         tag: String,
+        /// Where it pointed before (`None`: it is new).
+        from: Option<RevisionHash>,
+        /// Where it points now (`None`: it was removed).
+        to: Option<RevisionHash>,
     },
     /// A revision appeared.
     RevisionAdded {
@@ -270,13 +274,19 @@ impl RegistryState {
         let next_strategy = next.unwrap_or_default();
         let mut changes = Vec::new();
         for (tag, hash) in &previous.tags {
-            if next_strategy.tags.get(tag) != Some(hash) {
-                changes.push(Change::Tag { strategy: key.clone(), tag: tag.clone() });
+            let now = next_strategy.tags.get(tag);
+            if now != Some(hash) {
+                changes.push(Change::Tag {
+                    strategy: key.clone(),
+                    tag: tag.clone(),
+                    from: Some(*hash),
+                    to: now.copied(),
+                });
             }
         }
-        for tag in next_strategy.tags.keys() {
+        for (tag, hash) in &next_strategy.tags {
             if !previous.tags.contains_key(tag) {
-                changes.push(Change::Tag { strategy: key.clone(), tag: tag.clone() });
+                changes.push(Change::Tag { strategy: key.clone(), tag: tag.clone(), from: None, to: Some(*hash) });
             }
         }
         for hash in previous.revisions.keys() {
@@ -395,7 +405,7 @@ mod tests {
         assert_eq!(
             changes,
             vec![
-                Change::Tag { strategy: name.clone(), tag: "latest".into() },
+                Change::Tag { strategy: name.clone(), tag: "latest".into(), from: Some(a), to: Some(b) },
                 Change::RevisionAdded { strategy: name.clone(), hash: b }
             ]
         );

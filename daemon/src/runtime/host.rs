@@ -86,12 +86,19 @@ pub struct HostShared {
     /// Last order number handed out (client order ids are
     /// `<instance>-<n>`).
     order_seq: AtomicU64,
+    /// Daemon-wide handler error and interrupt counters.
+    metrics: Option<crate::metrics::JsMetrics>,
 }
 
 impl HostShared {
     /// Fresh shared state with a log ring of the default size.
     pub fn new() -> Self {
         HostShared::default()
+    }
+
+    /// Fresh shared state that also counts into the daemon-wide `metrics`.
+    pub fn with_metrics(metrics: Option<crate::metrics::JsMetrics>) -> Self {
+        HostShared { metrics, ..HostShared::default() }
     }
 
     /// Fresh shared state keeping the last `log_capacity` log lines.
@@ -863,6 +870,13 @@ impl JsInstance {
 
     /// The error for a fatal fault of `what` (a handler, `create(env)`…).
     fn fatal(&self, fault: Fault, what: &str) -> HostError {
+        if let Some(metrics) = &self.state.shared.metrics {
+            match fault {
+                Fault::CpuBudget => metrics.interrupts.with_label_values(&["cpu"]).inc(),
+                Fault::Memory(_) => metrics.interrupts.with_label_values(&["memory"]).inc(),
+                Fault::Stopped | Fault::Thrown(_) => {}
+            }
+        }
         match fault {
             Fault::Stopped => HostError::Stopped,
             Fault::CpuBudget => HostError::CpuBudget(format!(
@@ -899,6 +913,9 @@ impl JsInstance {
     fn handler_error(&mut self, handler: Handler, diagnostic: &Diagnostic) {
         let state = &self.state;
         Counters::bump(&state.shared.counters.handler_errors);
+        if let Some(metrics) = &state.shared.metrics {
+            metrics.handler_errors.inc();
+        }
         let message = format!(
             "{} threw{} (strategy {}, revision {})",
             handler.name(),
@@ -925,6 +942,9 @@ impl JsInstance {
     fn handler_error_in_job(&self, diagnostic: &Diagnostic) {
         let state = &self.state;
         Counters::bump(&state.shared.counters.handler_errors);
+        if let Some(metrics) = &state.shared.metrics {
+            metrics.handler_errors.inc();
+        }
         let message = format!(
             "a promise job threw{} (strategy {}, revision {})",
             describe(diagnostic),
