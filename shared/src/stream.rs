@@ -18,6 +18,9 @@ use crate::RevisionHash;
 use crate::api::InstanceState;
 
 /// A message from the daemon.
+// Messages live one at a time on their way to or from JSON; boxing the
+// delta would only add an allocation per message.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "camelCase")]
 pub enum ServerMessage {
