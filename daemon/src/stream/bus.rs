@@ -18,6 +18,9 @@ pub const DEFAULT_REPLAY: usize = 8192;
 /// Deltas a subscriber may fall behind by default before it must resync.
 pub const DEFAULT_QUEUE: usize = 4096;
 
+/// A subscriber's receiver of live deltas.
+pub type Receiver = broadcast::Receiver<Arc<Delta>>;
+
 #[derive(Debug, Default)]
 struct Replay {
     /// The `seq` of the last published delta (0 before the first).
@@ -71,7 +74,7 @@ impl Bus {
     }
 
     /// A receiver of every delta published from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Delta>> {
+    pub fn subscribe(&self) -> Receiver {
         self.sender.subscribe()
     }
 
@@ -83,7 +86,7 @@ impl Bus {
     /// Subscribes and returns the buffered deltas after `since`, or `None`
     /// when some of them are no longer buffered (or `since` is in the
     /// future). Both are taken under one lock, so nothing falls between.
-    pub fn resume(&self, since: u64) -> Option<(Vec<Arc<Delta>>, broadcast::Receiver<Arc<Delta>>)> {
+    pub fn resume(&self, since: u64) -> Option<(Vec<Arc<Delta>>, Receiver)> {
         let replay = self.replay.lock();
         if since > replay.seq {
             return None;

@@ -3,4 +3,4 @@
 
 mod bus;
 
-pub use bus::{Bus, DEFAULT_QUEUE, DEFAULT_REPLAY};
+pub use bus::{Bus, DEFAULT_QUEUE, DEFAULT_REPLAY, Receiver};
