@@ -398,6 +398,27 @@ impl Instances {
         })
     }
 
+    /// Marks a running instance failed exactly as its runtime dying would
+    /// (fault injection for tests and operators' drills); a conflict when it
+    /// is not running.
+    pub fn fail(&self, id: &str, error: &str) -> Result<(), InstanceError> {
+        let (generation, cell) = {
+            let slot = self.slot(id)?;
+            let s = slot.lock();
+            if s.state != InstanceState::Running {
+                return Err(InstanceError::Conflict(format!("instance \"{id}\" is {}", s.state.as_str())));
+            }
+            (s.generation, s.cell.clone())
+        };
+        self.mark_failed(id, generation, error.to_owned());
+        // A real failure has no runtime left; this one must be shut down.
+        if let Some(cell) = cell {
+            cell.shared.request_stop();
+            drop(cell.take_runtime());
+        }
+        Ok(())
+    }
+
     /// Marks a running instance failed after its runtime died.
     fn mark_failed(&self, id: &str, generation: u64, error: String) {
         let Ok(slot) = self.slot(id) else { return };
