@@ -140,20 +140,17 @@ fn tag_aliases(strategy: &Strategy) -> BTreeMap<String, RevisionHash> {
     strategy.tags.iter().map(|(tag, hash)| (tag.clone(), *hash)).collect()
 }
 
+/// A module's summary. `only` keeps one revision; `running_only` keeps the
+/// revisions with running instances (what `runningOnly` asks to see).
 fn module_summary(
     usage: &UsageIndex,
     name: &Arc<str>,
     strategy: &Strategy,
     only: Option<RevisionHash>,
+    running_only: bool,
 ) -> ModuleSummary {
-    let revisions = strategy
-        .revisions
-        .values()
-        .filter(|rev| only.is_none_or(|hash| rev.hash == hash))
-        .map(|rev| revision_info(usage, strategy, rev))
-        .collect();
     let hashes = strategy.revisions.keys().copied().filter(|h| only.is_none_or(|o| o == *h));
-    let running = usage
+    let running: Vec<RunningInfo> = usage
         .running_revisions(name, hashes, RUNNING_IDS_IN_SUMMARY)
         .into_iter()
         .map(|(hash, summary, instances)| RunningInfo {
@@ -163,6 +160,13 @@ fn module_summary(
             first_seen: summary.first_seen,
             last_seen: summary.last_seen,
         })
+        .collect();
+    let revisions = strategy
+        .revisions
+        .values()
+        .filter(|rev| only.is_none_or(|hash| rev.hash == hash))
+        .filter(|rev| !running_only || running.iter().any(|r| r.hash == rev.hash))
+        .map(|rev| revision_info(usage, strategy, rev))
         .collect();
     ModuleSummary {
         name: name.to_string(),
@@ -248,7 +252,7 @@ fn list_modules(daemon: Daemon, query: Result<ModulesQuery, ApiError>) -> ApiRes
     let page = registry.read(|state| {
         let single = |name: &str, only: Option<RevisionHash>| -> Vec<ModuleSummary> {
             let Some((name, strategy)) = state.strategies().get_key_value(name) else { return Vec::new() };
-            let summary = module_summary(usage, name, strategy, only);
+            let summary = module_summary(usage, name, strategy, only, query.running_only);
             if query.running_only && summary.running.is_empty() {
                 return Vec::new();
             }
@@ -275,7 +279,7 @@ fn page_all(usage: &UsageIndex, state: &RegistryState, offset: usize, limit: usi
         .iter()
         .skip(offset)
         .take(limit)
-        .map(|(name, strategy)| module_summary(usage, name, strategy, None))
+        .map(|(name, strategy)| module_summary(usage, name, strategy, None, false))
         .collect();
     ModulesPage { modules, total: strategies.len(), offset, limit }
 }
@@ -286,7 +290,7 @@ fn page_running(usage: &UsageIndex, state: &RegistryState, offset: usize, limit:
     let (names, total) = usage.running_strategies(offset, limit);
     let modules = names
         .iter()
-        .filter_map(|name| state.strategy(name).map(|strategy| module_summary(usage, name, strategy, None)))
+        .filter_map(|name| state.strategy(name).map(|strategy| module_summary(usage, name, strategy, None, true)))
         .collect();
     ModulesPage { modules, total, offset, limit }
 }

@@ -40,6 +40,28 @@ enum Measure {
     Registry(Args),
     /// Instance start time, memory and throughput.
     Instances(InstanceArgs),
+    /// Usage index: page latency against instance count, targeted refresh
+    /// time, and `runningOnly` on a large registry.
+    Usage(UsageArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct UsageArgs {
+    /// Instances running on the one hash whose usage page is timed.
+    #[arg(long, default_value_t = 50_000)]
+    many: usize,
+    /// The small case it is compared with.
+    #[arg(long, default_value_t = 100)]
+    few: usize,
+    /// Instances on the hash that the timed targeted refresh moves.
+    #[arg(long, default_value_t = 1_000)]
+    refreshed: usize,
+    /// Samples per latency figure.
+    #[arg(long, default_value_t = 2_000)]
+    samples: usize,
+    /// Concurrent HTTP clients for bulk creates.
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
 }
 
 #[derive(Debug, clap::Args)]
@@ -89,9 +111,23 @@ impl Drop for Daemon {
 
 /// Starts stratad and returns it with the time until `/healthz` said ok.
 async fn start(stratad: &std::path::Path, dir: &std::path::Path, port: u16) -> anyhow::Result<(Daemon, Duration)> {
+    start_configured(stratad, dir, port, None).await
+}
+
+/// [`start`] with a configuration file.
+async fn start_configured(
+    stratad: &std::path::Path,
+    dir: &std::path::Path,
+    port: u16,
+    config: Option<&std::path::Path>,
+) -> anyhow::Result<(Daemon, Duration)> {
     let client = reqwest::Client::new();
     let started = Instant::now();
-    let child = Command::new(stratad)
+    let mut command = Command::new(stratad);
+    if let Some(config) = config {
+        command.arg("--config").arg(config);
+    }
+    let child = command
         .arg("--listen")
         .arg(format!("127.0.0.1:{port}"))
         .arg("--strategies-dir")
@@ -127,6 +163,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Measure::Registry(args) => registry(&cli.stratad, args).await,
         Measure::Instances(args) => instances(&cli.stratad, args).await,
+        Measure::Usage(args) => usage(&cli.stratad, args).await,
     }
 }
 
@@ -312,5 +349,142 @@ async fn instances(stratad: &std::path::Path, args: InstanceArgs) -> anyhow::Res
         elapsed,
         (dropped_after - dropped_before) as f64 / elapsed
     );
+    Ok(())
+}
+
+/// Times `samples` sequential GETs of `path` and returns them sorted.
+async fn sample(client: &reqwest::Client, base: &str, path: &str, samples: usize) -> anyhow::Result<Vec<Duration>> {
+    let mut times = Vec::with_capacity(samples);
+    for _ in 0..samples {
+        let t = Instant::now();
+        let response = client.get(format!("{base}{path}")).send().await?;
+        anyhow::ensure!(response.status().is_success(), "{path}: {}", response.status());
+        response.bytes().await?;
+        times.push(t.elapsed());
+    }
+    times.sort();
+    Ok(times)
+}
+
+/// A strategy named `name` (revision `variant`) for the usage measurements.
+fn named_module(name: &str, variant: u32) -> String {
+    format!(
+        "// {variant}\nmodule.exports = {{ metadata: {{ name: '{name}', displayName: '{name}', events: ['Trade'] }}, \
+         create() {{ return {{ onTrade() {{}} }}; }} }};"
+    )
+}
+
+async fn upload(client: &reqwest::Client, base: &str, source: &str, tag: &str) -> anyhow::Result<String> {
+    let response = client
+        .post(format!("{base}/strategies/modules"))
+        .json(&serde_json::json!({"source": source, "tag": tag}))
+        .send()
+        .await?;
+    anyhow::ensure!(response.status().is_success(), "upload failed: {}", response.text().await?);
+    let body: serde_json::Value = response.json().await?;
+    Ok(body["hash"].as_str().context("hash")?.to_owned())
+}
+
+/// Creates and starts `ids` on `identifier`.
+async fn run_on(base: &str, ids: &[String], identifier: &str, concurrency: usize) -> anyhow::Result<Duration> {
+    let identifier = identifier.to_owned();
+    post_all(base, ids, concurrency, move |id: &str| {
+        let body = serde_json::json!({"id": id, "strategy": {"identifier": identifier},
+            "scope": {"sim": {"symbols": ["BTC-USDT"]}}, "autoStart": true});
+        ("/strategy/instances".to_owned(), body)
+    })
+    .await
+}
+
+async fn usage(stratad: &std::path::Path, args: UsageArgs) -> anyhow::Result<()> {
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let dir = tempfile::tempdir()?;
+    // A registry of 60,000 revisions, and a market so slow that handler
+    // calls do not compete with the requests being timed.
+    fixtures::generate(&dir.path().join("strategies"), &dir.path().join("data"), 1000, 60)?;
+    let config = dir.path().join("stratad.toml");
+    std::fs::write(
+        &config,
+        "[[providers]]\nname = \"sim\"\ntrades_per_sec = 0.01\ntickers_per_sec = 0.01\nbooks_per_sec = 0.01\n",
+    )?;
+    let port = free_port()?;
+    let (daemon, _) = start_configured(stratad, dir.path(), port, Some(&config)).await?;
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+
+    // 1. Usage page latency: `few` then `many` running instances on one hash.
+    let hot = upload(&client, &base, &named_module("hot", 1), "v1").await?;
+    let page = format!("/strategies/modules/hot@{hot}/usage?limit=100");
+    let few: Vec<String> = (0..args.few).map(|i| format!("hot-{i:06}")).collect();
+    run_on(&base, &few, "hot", args.concurrency).await?;
+    let floor_few = sample(&client, &base, "/healthz", args.samples).await?;
+    let with_few = sample(&client, &base, &page, args.samples).await?;
+    let more: Vec<String> = (args.few..args.many).map(|i| format!("hot-{i:06}")).collect();
+    let took = run_on(&base, &more, "hot", args.concurrency).await?;
+    println!("started {} more instances on one hash in {:.1} s", more.len(), took.as_secs_f64());
+    let floor_many = sample(&client, &base, "/healthz", args.samples).await?;
+    let with_many = sample(&client, &base, &page, args.samples).await?;
+    let last_page = format!("/strategies/modules/hot@{hot}/usage?limit=100&offset={}", args.many - 100);
+    let deep = sample(&client, &base, &last_page, args.samples / 4).await?;
+    println!(
+        "usage page (limit 100): {} instances p50 {:.3} ms (healthz {:.3} ms); {} instances p50 {:.3} ms (healthz {:.3} ms)",
+        args.few,
+        ms(percentile(&with_few, 0.5)),
+        ms(percentile(&floor_few, 0.5)),
+        args.many,
+        ms(percentile(&with_many, 0.5)),
+        ms(percentile(&floor_many, 0.5)),
+    );
+    println!(
+        "ratio p50 {} vs {}: {:.2}x (target <= 1.5x); last page (offset {}) p50 {:.3} ms",
+        args.many,
+        args.few,
+        ms(percentile(&with_many, 0.5)) / ms(percentile(&with_few, 0.5)),
+        args.many - 100,
+        ms(percentile(&deep, 0.5)),
+    );
+    println!("daemon RSS: {:.0} MiB", rss_kib(daemon.0.id())? as f64 / 1024.0);
+
+    // 2. `runningOnly` on 60,000 revisions (hot and 10 generated strategies run).
+    let runners: Vec<String> = (0..10).map(|i| format!("runner-{i}")).collect();
+    for (i, id) in runners.iter().enumerate() {
+        run_on(&base, std::slice::from_ref(id), &fixtures::strategy_name(i * 97), 1).await?;
+    }
+    let health = sample(&client, &base, "/healthz", args.samples).await?;
+    let running_only = sample(&client, &base, "/strategies/modules?runningOnly=true&limit=50", args.samples).await?;
+    println!(
+        "runningOnly&limit=50 (60,000 revisions, 11 running strategies): p50 {:.3} ms p99 {:.3} ms; healthz p50 {:.3} ms p99 {:.3} ms; ratio p50 {:.2}x p99 {:.2}x (target <= 3x)",
+        ms(percentile(&running_only, 0.5)),
+        ms(percentile(&running_only, 0.99)),
+        ms(percentile(&health, 0.5)),
+        ms(percentile(&health, 0.99)),
+        ms(percentile(&running_only, 0.5)) / ms(percentile(&health, 0.5)),
+        ms(percentile(&running_only, 0.99)) / ms(percentile(&health, 0.99)),
+    );
+
+    // 3. Targeted refresh of a hash with `refreshed` running instances while
+    // the `many` instances on `hot` must stay untouched.
+    let old = upload(&client, &base, &named_module("moving", 1), "v1").await?;
+    let movers: Vec<String> = (0..args.refreshed).map(|i| format!("mover-{i:05}")).collect();
+    run_on(&base, &movers, "moving", args.concurrency).await?;
+    let probe = "/strategy/instances/hot-000000";
+    let before: serde_json::Value = client.get(format!("{base}{probe}")).send().await?.json().await?;
+    upload(&client, &base, &named_module("moving", 2), "v2").await?;
+    let t = Instant::now();
+    let response = client.post(format!("{base}/strategies/refresh")).json(&serde_json::json!({"hashes": [old]})).send().await?;
+    let took = t.elapsed();
+    anyhow::ensure!(response.status().is_success(), "refresh failed");
+    let body: serde_json::Value = response.json().await?;
+    let results = body["results"].as_array().context("results")?;
+    let refreshed = results.iter().filter(|r| r["reason"] == "refreshed").count();
+    let after: serde_json::Value = client.get(format!("{base}{probe}")).send().await?.json().await?;
+    anyhow::ensure!(before["startedAt"] == after["startedAt"], "an untargeted instance was restarted");
+    println!(
+        "targeted refresh of {} running instances on one hash: {:.3} s, {} refreshed (target <= 2 s); untargeted instances untouched",
+        args.refreshed,
+        took.as_secs_f64(),
+        refreshed
+    );
+    anyhow::ensure!(refreshed == args.refreshed, "expected every instance refreshed");
     Ok(())
 }
