@@ -594,7 +594,6 @@ impl RegistryObserver for UsageIndex {
                     let entry = Self::entry_mut(&mut inner, &key);
                     entry.loaded = true;
                     entry.tags = tags.clone();
-                    self.observe(&key, entry.running.len(), None);
                     self.publish(&inner, &key, DeltaKind::RevisionAdded, now, |d| d.tags = Some(tags));
                 }
                 Change::Tag { strategy, tag, from, to } => {

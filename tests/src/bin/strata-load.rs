@@ -471,7 +471,8 @@ async fn usage(stratad: &std::path::Path, args: UsageArgs) -> anyhow::Result<()>
     let before: serde_json::Value = client.get(format!("{base}{probe}")).send().await?.json().await?;
     upload(&client, &base, &named_module("moving", 2), "v2").await?;
     let t = Instant::now();
-    let response = client.post(format!("{base}/strategies/refresh")).json(&serde_json::json!({"hashes": [old]})).send().await?;
+    let response =
+        client.post(format!("{base}/strategies/refresh")).json(&serde_json::json!({"hashes": [old]})).send().await?;
     let took = t.elapsed();
     anyhow::ensure!(response.status().is_success(), "refresh failed");
     let body: serde_json::Value = response.json().await?;
