@@ -239,7 +239,10 @@ fn a_module_that_fails_to_evaluate_is_reported_and_nothing_is_written() {
     assert_eq!(dry.status.code(), Some(1), "{}", stdout(&dry));
     let text = stdout(&dry);
     assert!(text.contains("Problems (3)"), "{text}");
-    assert!(text.contains("throws.js: evaluation: module failed to evaluate:") && text.contains("legacy boom"), "{text}");
+    assert!(
+        text.contains("throws.js: evaluation: module failed to evaluate:") && text.contains("legacy boom"),
+        "{text}"
+    );
     assert!(text.contains("copy   good.js"), "the rest of the plan is still printed: {text}");
 
     let json = json_of(&bootstrap(root, &["--json"]));
@@ -422,7 +425,8 @@ fn a_usage_url_must_be_loopback_and_is_read_from_a_running_daemon() {
     assert_ok(&bootstrap(&root, &["--write"]));
     let daemon = Daemon::start(&root, &dir.path().join("data"));
     let client = reqwest::blocking::Client::new();
-    let deleted = client.delete(format!("{}/strategies/modules/u/tags/v1?allowOrphan=true", daemon.url)).send().unwrap();
+    let deleted =
+        client.delete(format!("{}/strategies/modules/u/tags/v1?allowOrphan=true", daemon.url)).send().unwrap();
     assert!(deleted.status().is_success(), "{:?}", deleted.text());
     let url = format!("{}/strategies/registry", daemon.url);
 
@@ -501,7 +505,9 @@ fn kill_9_midway_leaves_every_strategy_recoverable_and_a_rerun_finishes() {
         let applied = &json_of(&rerun)["applied"];
         match point {
             "copy:7" => assert_eq!(applied["copied"], 13, "{applied}"),
-            "registry:1" => assert_eq!((applied["copied"].as_u64(), applied["registryWritten"].as_bool()), (Some(0), Some(false))),
+            "registry:1" => {
+                assert_eq!((applied["copied"].as_u64(), applied["registryWritten"].as_bool()), (Some(0), Some(false)))
+            }
             _ => assert_eq!(applied["removed"], 13, "{applied}"),
         }
         assert_recoverable(&root, &legacy);

@@ -47,12 +47,21 @@ pub struct Found {
     pub layout: Layout,
 }
 
+/// What [`discover`] found.
+#[derive(Debug, Default)]
+pub struct Discovery {
+    /// Strategy files, sorted by path.
+    pub found: Vec<Found>,
+    /// Subdirectories that could not be listed (relative path, error).
+    pub unreadable: Vec<(String, io::Error)>,
+}
+
 /// Lists the strategy files under `root`.
 ///
 /// Fails only when the root itself cannot be listed; an unreadable
-/// subdirectory is returned as `(path, error)` in the second list so the rest
-/// of the tree is still planned.
-pub fn discover(root: &Path) -> io::Result<(Vec<Found>, Vec<(String, io::Error)>)> {
+/// subdirectory is reported in [`Discovery::unreadable`] so the rest of the
+/// tree is still planned.
+pub fn discover(root: &Path) -> io::Result<Discovery> {
     let mut found = Vec::new();
     let mut unreadable = Vec::new();
     for (name, path, is_dir) in list(root)? {
@@ -82,7 +91,7 @@ pub fn discover(root: &Path) -> io::Result<(Vec<Found>, Vec<(String, io::Error)>
         }
     }
     found.sort_by(|a, b| a.path.cmp(&b.path));
-    Ok((found, unreadable))
+    Ok(Discovery { found, unreadable })
 }
 
 /// The visible entries of `dir`: (file name, path, is a directory), sorted.
@@ -130,7 +139,7 @@ mod tests {
         touch(root, &format!("grid/{hex}/.grid.js.tmp-7"));
         touch(root, &format!("grid/{}/grid.js", hex.to_uppercase()));
 
-        let (found, unreadable) = discover(root).unwrap();
+        let Discovery { found, unreadable } = discover(root).unwrap();
         assert!(unreadable.is_empty());
         let paths: Vec<_> = found.iter().map(|f| f.path.as_str()).collect();
         assert_eq!(

@@ -61,7 +61,7 @@ pub enum BootstrapError {
     #[error("not writing anything: the plan has {0} problem(s); fix or move the files aside and run again")]
     PlanHasProblems(usize),
     /// Writing, verifying or removing a file failed while applying; what was
-    /// done before is safe (see [`apply`]).
+    /// done before is safe (see the [`apply`](mod@apply) module).
     #[error("{0}")]
     Apply(String),
 }

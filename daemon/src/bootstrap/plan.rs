@@ -220,7 +220,7 @@ struct Candidate {
 /// evaluated (pass [`ProgressBar::hidden`] for none).
 pub fn build_plan(root: &Path, options: &PlanOptions, progress: &ProgressBar) -> Result<Plan, BootstrapError> {
     let (raw, existing) = read_registry(root)?;
-    let (found, unreadable) =
+    let discover::Discovery { found, unreadable } =
         discover::discover(root).map_err(|source| BootstrapError::Root { path: root.to_owned(), source })?;
     let mut problems: Vec<Problem> = unreadable
         .into_iter()
@@ -282,7 +282,10 @@ pub fn build_plan(root: &Path, options: &PlanOptions, progress: &ProgressBar) ->
                     let Some(doc) = merged.get_mut(&candidate.strategy) else { continue };
                     let key = candidate.hash.to_string();
                     doc.hashes.shift_remove(&key);
-                    let prune = RevisionFile { hash: candidate.hash, path: file::revision_path(&candidate.strategy, &candidate.hash) };
+                    let prune = RevisionFile {
+                        hash: candidate.hash,
+                        path: file::revision_path(&candidate.strategy, &candidate.hash),
+                    };
                     match strategies.iter_mut().find(|s| s.name == candidate.strategy) {
                         Some(s) => s.prune.push(prune),
                         None => strategies.push(StrategyPlan {
@@ -315,7 +318,11 @@ pub fn build_plan(root: &Path, options: &PlanOptions, progress: &ProgressBar) ->
     };
 
     strategies.retain(|s| {
-        !s.revisions.is_empty() || !s.tags.is_empty() || !s.prune.is_empty() || !s.orphans.is_empty() || !s.notes.is_empty()
+        !s.revisions.is_empty()
+            || !s.tags.is_empty()
+            || !s.prune.is_empty()
+            || !s.orphans.is_empty()
+            || !s.notes.is_empty()
     });
     // Only entries that changed are re-serialised; the others stay as they were.
     let mut merged_doc = raw.clone();
@@ -418,8 +425,14 @@ fn plan_strategy(
     candidates: IndexMap<RevisionHash, Candidate>,
     problems: &mut Vec<Problem>,
 ) -> StrategyPlan {
-    let mut plan =
-        StrategyPlan { name: name.to_owned(), revisions: Vec::new(), tags: Vec::new(), prune: Vec::new(), orphans: Vec::new(), notes: Vec::new() };
+    let mut plan = StrategyPlan {
+        name: name.to_owned(),
+        revisions: Vec::new(),
+        tags: Vec::new(),
+        prune: Vec::new(),
+        orphans: Vec::new(),
+        notes: Vec::new(),
+    };
     let problem = |kind, path: &str, message: String| Problem {
         kind,
         path: path.to_owned(),
@@ -432,7 +445,8 @@ fn plan_strategy(
         let target = file::revision_path(name, hash);
         !doc.hashes.contains_key(&hash.to_string()) && c.sources.iter().all(|s| *s == target)
     });
-    plan.orphans = orphans.keys().map(|hash| RevisionFile { hash: *hash, path: file::revision_path(name, hash) }).collect();
+    plan.orphans =
+        orphans.keys().map(|hash| RevisionFile { hash: *hash, path: file::revision_path(name, hash) }).collect();
 
     // Which new revisions claim each tag.
     let mut claims: BTreeMap<&str, Vec<&RevisionHash>> = BTreeMap::new();
@@ -446,7 +460,8 @@ fn plan_strategy(
     let mut rejected: BTreeSet<RevisionHash> = BTreeSet::new();
     for (tag, hashes) in &claims {
         if hashes.len() > 1 {
-            let all: Vec<&str> = hashes.iter().flat_map(|h| candidates[*h].sources.iter().map(String::as_str)).collect();
+            let all: Vec<&str> =
+                hashes.iter().flat_map(|h| candidates[*h].sources.iter().map(String::as_str)).collect();
             for hash in hashes {
                 for path in &candidates[*hash].sources {
                     problems.push(problem(
@@ -464,7 +479,10 @@ fn plan_strategy(
                 problems.push(problem(
                     ProblemKind::TagConflict,
                     path,
-                    format!("{name}:{tag} already points to {existing} in registry.json (kept); this file is {}", hashes[0]),
+                    format!(
+                        "{name}:{tag} already points to {existing} in registry.json (kept); this file is {}",
+                        hashes[0]
+                    ),
                 ));
             }
             rejected.insert(*hashes[0]);
@@ -686,11 +704,10 @@ mod tests {
         file::write_revision(root, "n", &hash, src.as_bytes()).unwrap();
         let plan1 = plan(root);
         let rev = plan1.revisions().next().unwrap();
-        assert_eq!((rev.status, rev.copy_from.as_deref(), rev.remove.as_slice()), (
-            RevisionStatus::New,
-            None,
-            &["n.js".to_owned()][..]
-        ));
+        assert_eq!(
+            (rev.status, rev.copy_from.as_deref(), rev.remove.as_slice()),
+            (RevisionStatus::New, None, &["n.js".to_owned()][..])
+        );
         // After the registry write, before the removal.
         file::write_atomic(&root.join(REGISTRY_FILE), &file::render_doc(plan1.registry.as_ref().unwrap())).unwrap();
         let plan2 = plan(root);

@@ -120,8 +120,7 @@ pub fn render_applied(a: &ApplyReport) -> String {
 fn render_strategy(out: &mut String, strategy: &StrategyPlan) {
     let _ = writeln!(out, "\n{}", strategy.name);
     for rev in &strategy.revisions {
-        let tags: Vec<&str> =
-            strategy.tags.iter().filter(|t| t.hash == rev.hash).map(|t| t.tag.as_str()).collect();
+        let tags: Vec<&str> = strategy.tags.iter().filter(|t| t.hash == rev.hash).map(|t| t.tag.as_str()).collect();
         let tags = if tags.is_empty() { String::new() } else { format!(" tags [{}]", tags.join(", ")) };
         let (sign, status) = match rev.status {
             RevisionStatus::New => ('+', "new"),

@@ -41,7 +41,8 @@ impl UsageSource {
         let url = reqwest::Url::parse(arg).map_err(|_| refuse())?;
         let host = url.host_str().ok_or_else(refuse)?;
         let host = host.trim_start_matches('[').trim_end_matches(']');
-        let loopback = host.eq_ignore_ascii_case("localhost") || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
+        let loopback =
+            host.eq_ignore_ascii_case("localhost") || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
         if url.scheme() != "http" || !loopback {
             return Err(refuse());
         }
