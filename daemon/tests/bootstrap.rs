@@ -525,3 +525,41 @@ fn kill_9_midway_leaves_every_strategy_recoverable_and_a_rerun_finishes() {
         }
     }
 }
+
+#[test]
+fn kill_9_at_arbitrary_moments_never_loses_a_strategy() {
+    // No hook: SIGKILL after growing delays, wherever the process is (evaluating, inside an
+    // atomic write, between removals). Each kill must leave everything recoverable.
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("strategies");
+    let legacy: Vec<(String, String)> = (0..120)
+        .map(|i| {
+            let path = if i % 3 == 0 { format!("big/v2.{i}.0/big.js") } else { format!("big-{i}.js") };
+            (path, module("big", Some(&format!("v2.{i}.0")), &i.to_string()))
+        })
+        .collect();
+    for (path, src) in &legacy {
+        write(&root, path, src);
+    }
+    for delay_ms in [150, 400, 800, 1500] {
+        let mut child = Command::new(STRATAD)
+            .arg("bootstrap")
+            .arg("--root")
+            .arg(&root)
+            .arg("--write")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = child.kill(); // it may have finished already
+        child.wait().unwrap();
+        assert_recoverable(&root, &legacy);
+    }
+    let rerun = bootstrap(&root, &["--write"]);
+    assert_ok(&rerun);
+    assert_recoverable(&root, &legacy);
+    assert!(legacy.iter().all(|(path, _)| !root.join(path).exists()), "the re-run removed every original");
+    assert_eq!(registry(&root)["big"]["hashes"].as_object().unwrap().len(), legacy.len());
+    assert_daemon_loads_everything(&root, &dir.path().join("data"));
+}
