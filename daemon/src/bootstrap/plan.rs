@@ -731,6 +731,39 @@ mod tests {
     }
 
     #[test]
+    fn prune_removes_an_orphan_the_export_calls_retired_finishing_an_interrupted_prune() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let (kept, orphan) = (module("o", Some("v1"), "kept"), module("o", Some("v2"), "orphan"));
+        let (hk, ho) = (RevisionHash::of(kept.as_bytes()), RevisionHash::of(orphan.as_bytes()));
+        file::write_revision(root, "o", &ho, orphan.as_bytes()).unwrap();
+        write(root, "kept.js", &kept);
+        let entry = |hash, retired| strata_shared::api::UsageEntry {
+            strategy: "o".into(),
+            hash,
+            count: 0,
+            instances: Vec::new(),
+            first_seen: None,
+            last_seen: None,
+            retired,
+        };
+        let export = RegistryExport {
+            registry: serde_json::json!({}),
+            usage: vec![entry(ho, true), entry(hk, false)],
+            errors: Vec::new(),
+        };
+        let options = PlanOptions { usage: Some(("f".into(), export)), prune: true, ..PlanOptions::default() };
+        let plan = build_plan(root, &options, &ProgressBar::hidden()).unwrap();
+        let o = &plan.strategies[0];
+        assert!(o.orphans.is_empty());
+        assert_eq!(o.prune, [RevisionFile { hash: ho, path: file::revision_path("o", &ho) }]);
+        assert_eq!(o.revisions.len(), 1, "the legacy file is still migrated");
+        // The new revision is unused per the export but tagged by this plan: a candidate, not prunable.
+        let candidates: Vec<_> = plan.usage.unwrap().candidates.iter().map(|c| (c.hash, c.prunable)).collect();
+        assert_eq!(candidates, [(hk, false)]);
+    }
+
+    #[test]
     fn a_corrupt_hashed_file_is_left_alone() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
