@@ -6,9 +6,11 @@
 //! - [`js`]: evaluating strategy modules in QuickJS;
 //! - [`store`]: durable state in SQLite;
 //! - [`api`]: the HTTP API;
-//! - [`metrics`]: Prometheus metrics.
+//! - [`metrics`]: Prometheus metrics;
+//! - [`bootstrap`]: `stratad bootstrap`, migrating legacy strategy directories.
 
 pub mod api;
+pub mod bootstrap;
 pub mod config;
 pub mod daemon;
 pub mod demo;

@@ -1,17 +1,24 @@
 //! `stratad`: the Strata daemon.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
 use strata_daemon::Config;
+use strata_daemon::bootstrap::{self, PlanOptions, UsageSource, report};
 use tracing_subscriber::EnvFilter;
 
 /// Hosts versioned JavaScript trading strategies.
 #[derive(Debug, Parser)]
-#[command(name = "stratad", version, about)]
+#[command(name = "stratad", version, about, args_conflicts_with_subcommands = true)]
 struct Cli {
+    /// Run a tool instead of the daemon.
+    #[command(subcommand)]
+    command: Option<Command>,
     /// TOML configuration file (flags override it).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -33,8 +40,45 @@ struct Cli {
     token: Option<String>,
 }
 
-fn main() -> anyhow::Result<()> {
+/// Tools run by `stratad <command>`.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Migrate a legacy strategies directory (flat `*.js` or `<name>/<tag>/<name>.js`) to the
+    /// hashed layout and registry.json. Dry run unless --write.
+    Bootstrap(BootstrapArgs),
+}
+
+/// Flags of `stratad bootstrap`.
+#[derive(Debug, Args)]
+struct BootstrapArgs {
+    /// The directory to migrate (it becomes the strategies directory).
+    #[arg(long, value_name = "DIR")]
+    root: PathBuf,
+    /// Apply the plan: copy and verify, write registry.json, then remove the originals.
+    /// Refused when the plan has any problem.
+    #[arg(long)]
+    write: bool,
+    /// A `GET /strategies/registry` export: a file, or an http:// URL on a loopback host.
+    /// Zero-usage revisions are listed as pruning candidates.
+    #[arg(long, value_name = "FILE|URL")]
+    usage: Option<String>,
+    /// Print the plan (and what --write did) as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Also remove revisions the export calls retired and no tag points to (with --write).
+    #[arg(long, requires = "usage")]
+    prune: bool,
+}
+
+fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
+    if let Some(Command::Bootstrap(args)) = cli.command {
+        tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")))
+            .init();
+        return run_bootstrap(&args);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
         .init();
@@ -75,7 +119,63 @@ fn main() -> anyhow::Result<()> {
     // Do not wait for blocking work that outlived the server (a first load
     // interrupted by a signal).
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
-    served
+    served.map(|()| ExitCode::SUCCESS)
+}
+
+/// `stratad bootstrap`: prints the plan, applies it with `--write`. Exit code
+/// 1 when the plan has problems or an original had to be kept.
+fn run_bootstrap(args: &BootstrapArgs) -> anyhow::Result<ExitCode> {
+    let usage = match &args.usage {
+        Some(arg) => {
+            let source = UsageSource::parse(arg)?;
+            Some((source.name(), bootstrap::load_export(&source)?))
+        }
+        None => None,
+    };
+    let options = PlanOptions { usage, prune: args.prune, ..PlanOptions::default() };
+    let plan = bootstrap::build_plan(&args.root, &options, &progress_bar(args.json, "evaluating"))?;
+    let root = args.root.display().to_string();
+    if !args.json {
+        print!("{}", report::render_text(&root, &plan, args.write));
+    }
+    let refused = args.write && !plan.problems.is_empty();
+    let applied = if args.write && !refused && !plan.is_noop() {
+        let applied = bootstrap::apply(&plan, &progress_bar(args.json, "applying"))?;
+        if !args.json {
+            print!("{}", report::render_applied(&applied));
+        }
+        Some(applied)
+    } else {
+        None
+    };
+    if args.json {
+        let output = report::JsonOutput {
+            root,
+            mode: if args.write { "write" } else { "dryRun" },
+            plan: &plan,
+            summary: report::Summary::of(&plan),
+            applied: applied.as_ref(),
+        };
+        println!("{}", serde_json::to_string_pretty(&output)?);
+    }
+    if refused {
+        eprintln!("Error: {}", bootstrap::BootstrapError::PlanHasProblems(plan.problems.len()));
+    }
+    let failed = !plan.problems.is_empty() || applied.is_some_and(|a| !a.kept.is_empty());
+    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+/// A progress bar on stderr, drawn only when stderr is a terminal and the
+/// output is not JSON.
+fn progress_bar(json: bool, message: &'static str) -> ProgressBar {
+    if json || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(0).with_message(message);
+    if let Ok(style) = ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} files") {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
 }
 
 /// Completes on SIGINT or SIGTERM.
