@@ -142,3 +142,57 @@ async fn per_revision_metrics_follow_usage_and_leave_with_the_revision() {
     assert_eq!(series(&d, "strategy_revision_instances", &labels).await, None, "series removed with the revision");
     assert_eq!(series(&d, "strategy_revision_instances_total", &start).await, None);
 }
+
+#[tokio::test]
+async fn drift_grace_period_and_refresh_and_js_metrics() {
+    let d = TestDaemon::start_with(|c| c.usage.retire_after_secs = 3600).await;
+    let v1 = d.upload(&module("drifty", 1), "v1").await;
+    d.create_instance("follower", "drifty", true).await;
+    d.create_instance("pinned", &format!("drifty@{v1}"), true).await;
+    let v2 = d.upload(&module("drifty", 2), "v2").await;
+
+    // `latest` moved: the follower drifts, the @hash pin never does.
+    let usage_path = format!("/strategies/modules/drifty@{v1}/usage?includeStopped=true");
+    let (_, usage) = d.get(&usage_path).await;
+    assert_eq!((usage["usage"]["drift"].clone(), usage["usage"]["drifted"].clone()), (json!(true), json!(1)));
+    let follower = usage["instances"].as_array().unwrap().iter().find(|i| i["id"] == "follower").unwrap();
+    assert_eq!((follower["drift"].clone(), follower["resolvesTo"].clone()), (json!(true), json!(v2)));
+    let (_, drifting) = d.get("/strategy/instances?drift=true").await;
+    assert_eq!(ids(&drifting), ["follower"]);
+    let (_, steady) = d.get("/strategy/instances?drift=false&strategy=drifty").await;
+    assert_eq!(ids(&steady), ["pinned"]);
+    let (_, export) = d.get("/strategies/registry").await;
+    let entry = export["usage"].as_array().unwrap().iter().find(|u| u["hash"] == v1.as_str()).unwrap().clone();
+    assert_eq!(entry["drift"], true);
+
+    // A refresh moves the follower; the metrics count it by reason.
+    let (status, body) = d.post("/strategies/refresh", json!({"strategies": ["drifty"]})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let refreshed = series(&d, "strata_refresh_results_total", &["reason=\"refreshed\""]).await;
+    let pinned = series(&d, "strata_refresh_results_total", &["reason=\"alreadyPinned\""]).await;
+    assert_eq!((refreshed, pinned), (Some(1.0), Some(1.0)));
+    let (_, drifting) = d.get("/strategy/instances?drift=true").await;
+    assert_eq!(drifting["total"], 0);
+
+    // v1 loses its last runner and its tag, but the grace period keeps it
+    // from retiring; a revision that never ran has nothing to wait for.
+    d.post("/strategy/instances/pinned/stop", json!({})).await;
+    d.delete("/strategies/modules/drifty/tags/v1?allowOrphan=true").await;
+    let (_, usage) = d.get(&usage_path).await;
+    assert_eq!((usage["usage"]["count"].clone(), usage["usage"]["retired"].clone()), (json!(0), json!(false)));
+    let v3 = d.upload(&module("drifty", 3), "v3").await;
+    d.put("/strategies/modules/drifty/tags/latest", json!({"hash": v2, "refresh": false})).await;
+    d.delete("/strategies/modules/drifty/tags/v3?allowOrphan=true").await;
+    let (_, never) = d.get(&format!("/strategies/modules/drifty@{v3}/usage")).await;
+    assert_eq!(never["usage"]["retired"], true, "{never}");
+
+    // A handler that throws is counted daemon-wide.
+    let throws = module("thrower", 1).replace("seen += 1;", "throw new Error('boom');");
+    d.upload(&throws, "v1").await;
+    d.create_instance("thrower", "thrower", true).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while d.metric("strata_js_handler_errors_total").await == 0.0 {
+        assert!(std::time::Instant::now() < deadline, "no handler error counted within 20 s");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

@@ -120,7 +120,7 @@ pub(super) fn drifted(daemon: &Daemon, strategy: &Arc<str>, hash: RevisionHash) 
         .selectors(strategy, hash)
         .into_iter()
         .filter(|(selector, _)| daemon.registry().resolve(selector).is_ok_and(|r| r.hash != hash))
-        .map(|(_, ids)| ids.len())
+        .map(|(_, followers)| followers)
         .sum()
 }
 

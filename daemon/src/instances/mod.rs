@@ -302,6 +302,12 @@ impl Instances {
 
     /// Starts a stopped or failed instance.
     pub fn start(&self, id: &str) -> Result<InstanceView, InstanceError> {
+        self.start_inner(id, true)
+    }
+
+    /// Starts an instance; `persist: false` when its stored state already
+    /// says running (a batch re-pin wrote it). A failure is always persisted.
+    fn start_inner(&self, id: &str, persist: bool) -> Result<InstanceView, InstanceError> {
         let slot = self.slot(id)?;
         let (record, generation, shared) = {
             let mut s = slot.lock();
@@ -345,8 +351,10 @@ impl Instances {
                 s.started_at = Some(started);
                 self.usage.started(&Arc::from(record.strategy.as_str()), record.hash, id, started);
                 drop(s);
-                self.store.set_state(id, StoredState::Running, None, &Self::audit("start", &record, None))?;
-                self.flush_usage();
+                if persist {
+                    self.store.set_state(id, StoredState::Running, None, &Self::audit("start", &record, None))?;
+                    self.flush_usage();
+                }
                 self.view(id)
             }
             Err(error) => {
@@ -698,16 +706,9 @@ impl Instances {
     pub fn drifting(&self) -> Vec<String> {
         let mut ids = Vec::new();
         for (strategy, hash, selectors) in self.usage.pinned_selectors() {
-            let moved: Vec<_> = selectors
-                .into_iter()
-                .filter(|selector| self.registry.resolve(selector).is_ok_and(|r| r.hash != hash))
-                .collect();
-            if moved.is_empty() {
-                continue;
-            }
-            for (selector, followers) in self.usage.selectors(&strategy, hash) {
-                if moved.contains(&selector) {
-                    ids.extend(followers);
+            for selector in selectors {
+                if self.registry.resolve(&selector).is_ok_and(|r| r.hash != hash) {
+                    ids.extend(self.usage.followers(&strategy, hash, &selector));
                 }
             }
         }

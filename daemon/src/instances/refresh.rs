@@ -10,7 +10,7 @@ use strata_shared::{RevisionHash, Selector};
 use super::{InstanceError, Instances};
 use crate::registry::ResolveError;
 use crate::runtime::config::validate_config;
-use crate::store::{InstanceStore, StoredState};
+use crate::store::StoredState;
 
 impl Instances {
     /// The strategies whose registry entries a refresh must re-read, or
@@ -109,9 +109,39 @@ impl Instances {
             }
         }
 
+        // Decide every instance's fate first, then move all that must move
+        // in one batch (one transaction, restarts spread over threads).
         let mut per_instance = Vec::new();
+        let mut moves = Vec::new();
         for (id, selector, strategy, pinned) in chosen {
-            per_instance.push(self.refresh_one(&id, &selector, &strategy, pinned));
+            let mut result = RefreshResult {
+                selector: selector.clone(),
+                strategy: Some(strategy),
+                hash: Some(pinned),
+                previous_hash: None,
+                instances: vec![id.clone()],
+                reason: RefreshReason::AlreadyPinned,
+                error: None,
+            };
+            match self.refresh_target(&selector, pinned) {
+                Ok(Some(target)) => {
+                    moves.push((id, target, None));
+                    result.reason = RefreshReason::Refreshed;
+                    result.hash = Some(target);
+                    result.previous_hash = Some(pinned);
+                }
+                Ok(None) => {}
+                Err(reason) => result.reason = reason,
+            }
+            per_instance.push(result);
+        }
+        let mut outcomes = self.repin_many(moves).into_iter();
+        for result in per_instance.iter_mut().filter(|r| r.reason == RefreshReason::Refreshed) {
+            if let Some(Err(error)) = outcomes.next() {
+                result.reason = RefreshReason::Failed;
+                result.hash = result.previous_hash.take();
+                result.error = Some(error.to_string());
+            }
         }
         per_instance.sort_by(|a, b| a.instances.cmp(&b.instances));
         results.sort_by(|a, b| a.selector.cmp(&b.selector));
@@ -125,37 +155,94 @@ impl Instances {
         Ok(per_instance)
     }
 
-    fn refresh_one(&self, id: &str, selector: &str, strategy: &str, pinned: RevisionHash) -> RefreshResult {
-        let result = |hash, previous, reason, error| RefreshResult {
-            selector: selector.to_owned(),
-            strategy: Some(strategy.to_owned()),
-            hash: Some(hash),
-            previous_hash: previous,
-            instances: vec![id.to_owned()],
-            reason,
-            error,
-        };
+    /// Where an instance following `selector` and pinned to `pinned` must
+    /// move: `Some(hash)`, `None` when it stays (unchanged, or an `@hash`
+    /// pin), or `Retired` when the selector no longer resolves (it keeps
+    /// running on its pin).
+    fn refresh_target(&self, selector: &str, pinned: RevisionHash) -> Result<Option<RevisionHash>, RefreshReason> {
         if matches!(Selector::parse(selector), Ok(Selector::Revision { .. } | Selector::Hash(_))) {
-            return result(pinned, None, RefreshReason::AlreadyPinned, None);
+            return Ok(None);
         }
-        let target = match self.registry.resolve(selector) {
-            Ok(resolved) => resolved.hash,
-            // Its tag was deleted: it keeps running on its pin.
-            Err(_) => return result(pinned, None, RefreshReason::Retired, None),
-        };
-        if target == pinned {
-            return result(pinned, None, RefreshReason::AlreadyPinned, None);
-        }
-        match self.repin(id, target, None) {
-            Ok(()) => result(target, Some(pinned), RefreshReason::Refreshed, None),
-            Err(error) => result(pinned, None, RefreshReason::Failed, Some(error.to_string())),
+        match self.registry.resolve(selector) {
+            Ok(resolved) if resolved.hash != pinned => Ok(Some(resolved.hash)),
+            Ok(_) => Ok(None),
+            Err(_) => Err(RefreshReason::Retired),
         }
     }
 
-    /// Moves an instance onto `hash` (and `selector`, when given), keeping its
-    /// config; restarts it there if it was running. A stopped instance stays
-    /// stopped.
-    pub fn repin(&self, id: &str, hash: RevisionHash, selector: Option<String>) -> Result<(), InstanceError> {
+    /// Moves instances onto new hashes (and selectors, when given), keeping
+    /// their config; running ones restart there, stopped ones stay stopped.
+    /// Returns one outcome per move, in order.
+    ///
+    /// Done in chunks: stop and re-pin a chunk in memory (and in the usage
+    /// index), persist the chunk's new pins in one transaction, then restart
+    /// its running instances in parallel. An instance is down for about one
+    /// chunk's restart time, and a refresh of thousands costs a few fsyncs
+    /// rather than several per instance.
+    pub fn repin_many(&self, moves: Vec<(String, RevisionHash, Option<String>)>) -> Vec<Result<(), InstanceError>> {
+        let mut outcomes = Vec::with_capacity(moves.len());
+        for chunk in moves.chunks(REPIN_CHUNK) {
+            let mut prepared = Vec::new();
+            let first = outcomes.len();
+            for (offset, (id, hash, selector)) in chunk.iter().enumerate() {
+                match self.detach_and_repin(id, *hash, selector.clone()) {
+                    Ok(moved) => {
+                        prepared.push((first + offset, moved));
+                        outcomes.push(Ok(()));
+                    }
+                    Err(error) => outcomes.push(Err(error)),
+                }
+            }
+            let batch: Vec<_> = prepared
+                .iter()
+                .map(|(_, (updated, previous, was_running))| {
+                    let state = if *was_running { StoredState::Running } else { StoredState::Stopped };
+                    let detail = Some(format!("{previous} -> {}", updated.hash));
+                    (updated.clone(), state, Self::audit("repin", updated, detail))
+                })
+                .collect();
+            if let Err(error) = self.store.save_instances(&batch) {
+                let message = format!("the new pin could not be persisted: {error}");
+                for (index, _) in &prepared {
+                    outcomes[*index] = Err(InstanceError::Conflict(message.clone()));
+                }
+                continue;
+            }
+            let restarts: Vec<(usize, &str)> = prepared
+                .iter()
+                .filter(|(_, (_, _, was_running))| *was_running)
+                .map(|(index, (updated, _, _))| (*index, updated.id.as_str()))
+                .collect();
+            let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).min(restarts.len().max(1));
+            let failures: Vec<(usize, InstanceError)> = std::thread::scope(|scope| {
+                let workers: Vec<_> = restarts
+                    .chunks(restarts.len().div_ceil(threads).max(1))
+                    .map(|part| {
+                        scope.spawn(move || {
+                            part.iter()
+                                .filter_map(|(index, id)| self.start_inner(id, false).err().map(|e| (*index, e)))
+                                .collect::<Vec<_>>()
+                        })
+                    })
+                    .collect();
+                workers.into_iter().flat_map(|w| w.join().expect("restart worker panicked")).collect()
+            });
+            for (index, error) in failures {
+                outcomes[index] = Err(error);
+            }
+        }
+        self.flush_usage();
+        outcomes
+    }
+
+    /// Stops an instance if it runs and re-pins it in memory and in the usage
+    /// index; returns its new record, its previous hash and whether it ran.
+    fn detach_and_repin(
+        &self,
+        id: &str,
+        hash: RevisionHash,
+        selector: Option<String>,
+    ) -> Result<(super::StoredInstance, RevisionHash, bool), InstanceError> {
         let slot = self.slot(id)?;
         let (record, state) = {
             let s = slot.lock();
@@ -184,16 +271,17 @@ impl Instances {
             s.record = updated.clone();
             self.usage.repinned(record.hash, &record.selector, Self::pin(&updated), super::now());
         }
-        let stored = if was_running { StoredState::Running } else { StoredState::Stopped };
-        let detail = Some(format!("{} -> {hash}", record.hash));
-        self.store.save_instance(&updated, stored, &Self::audit("repin", &updated, detail))?;
-        if was_running {
-            self.start(id)?;
-        }
-        self.flush_usage();
-        Ok(())
+        Ok((updated, record.hash, was_running))
+    }
+
+    /// Moves one instance onto `hash` (see [`Instances::repin_many`]).
+    pub fn repin(&self, id: &str, hash: RevisionHash, selector: Option<String>) -> Result<(), InstanceError> {
+        self.repin_many(vec![(id.to_owned(), hash, selector)]).pop().expect("one outcome per move")
     }
 }
+
+/// Instances re-pinned per transaction and restart wave.
+const REPIN_CHUNK: usize = 128;
 
 fn unmatched(
     selector: &str,
@@ -241,12 +329,15 @@ impl Instances {
         to: &str,
         target: RevisionHash,
     ) -> Vec<strata_shared::api::BatchResult> {
-        self.pinned_to(from)
-            .into_iter()
-            .map(|id| {
-                let outcome = if from == target { Ok(()) } else { self.repin(&id, target, Some(to.to_owned())) };
-                batch_result(id, from, target, from != target, outcome)
-            })
+        let ids = self.pinned_to(from);
+        let outcomes = if from == target {
+            ids.iter().map(|_| Ok(())).collect()
+        } else {
+            self.repin_many(ids.iter().map(|id| (id.clone(), target, Some(to.to_owned()))).collect())
+        };
+        ids.into_iter()
+            .zip(outcomes)
+            .map(|(id, outcome)| batch_result(id, from, target, from != target, outcome))
             .collect()
     }
 }

@@ -127,16 +127,40 @@ impl Store {
         self.with_conn(|conn| {
             let tx = conn.transaction()?;
             change(&tx)?;
-            tx.prepare_cached(
-                "INSERT INTO audit (action, instance_id, strategy, hash, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?
-            .execute(params![
-                audit.action,
-                audit.instance_id,
-                audit.strategy,
-                audit.hash,
-                audit.detail
-            ])?;
+            Self::journal(&tx, audit)?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    fn journal(tx: &rusqlite::Transaction<'_>, audit: &AuditEntry) -> Result<(), StoreError> {
+        tx.prepare_cached(
+            "INSERT INTO audit (action, instance_id, strategy, hash, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?
+        .execute(params![audit.action, audit.instance_id, audit.strategy, audit.hash, audit.detail])?;
+        Ok(())
+    }
+
+    fn upsert(tx: &rusqlite::Transaction<'_>, instance: &StoredInstance, state: StoredState) -> Result<(), StoreError> {
+        let spec = serde_json::to_string(instance).expect("instance spec serialises");
+        tx.prepare_cached(
+            "INSERT INTO instances (id, spec, state, last_error) VALUES (?1, ?2, ?3, NULL)
+             ON CONFLICT(id) DO UPDATE SET spec = excluded.spec, state = excluded.state,
+             updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')",
+        )?
+        .execute(params![instance.id, spec, state.as_str()])?;
+        Ok(())
+    }
+
+    /// Saves many instances with their audit lines in one transaction (one
+    /// fsync for a whole batch re-pin instead of one per instance).
+    pub fn save_instances(&self, batch: &[(StoredInstance, StoredState, AuditEntry)]) -> Result<(), StoreError> {
+        self.with_conn(|conn| {
+            let tx = conn.transaction()?;
+            for (instance, state, audit) in batch {
+                Self::upsert(&tx, instance, *state)?;
+                Self::journal(&tx, audit)?;
+            }
             tx.commit()?;
             Ok(())
         })
@@ -167,16 +191,7 @@ impl InstanceStore for Store {
         state: StoredState,
         audit: &AuditEntry,
     ) -> Result<(), StoreError> {
-        let spec = serde_json::to_string(instance).expect("instance spec serialises");
-        self.audited(audit, |tx| {
-            tx.prepare_cached(
-                "INSERT INTO instances (id, spec, state, last_error) VALUES (?1, ?2, ?3, NULL)
-                 ON CONFLICT(id) DO UPDATE SET spec = excluded.spec, state = excluded.state,
-                 updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')",
-            )?
-            .execute(params![instance.id, spec, state.as_str()])?;
-            Ok(())
-        })
+        self.audited(audit, |tx| Self::upsert(tx, instance, state))
     }
 
     fn set_state(

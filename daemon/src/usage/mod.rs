@@ -487,13 +487,24 @@ impl UsageIndex {
     }
 
     /// The distinct selectors instances pinned to `hash` follow, each with
-    /// its instance ids (for drift).
-    pub fn selectors(&self, strategy: &Arc<str>, hash: RevisionHash) -> Vec<(Arc<str>, Vec<String>)> {
+    /// how many follow it (for drift: one resolution per selector).
+    pub fn selectors(&self, strategy: &Arc<str>, hash: RevisionHash) -> Vec<(Arc<str>, usize)> {
         let inner = self.inner.lock();
         inner
             .entries
             .get(&(strategy.clone(), hash))
-            .map(|e| e.by_selector.iter().map(|(s, ids)| (s.clone(), ids.iter().cloned().collect())).collect())
+            .map(|e| e.by_selector.iter().map(|(s, ids)| (s.clone(), ids.len())).collect())
+            .unwrap_or_default()
+    }
+
+    /// Ids of the instances pinned to `hash` that follow `selector`, by id.
+    pub fn followers(&self, strategy: &Arc<str>, hash: RevisionHash, selector: &str) -> Vec<String> {
+        let inner = self.inner.lock();
+        inner
+            .entries
+            .get(&(strategy.clone(), hash))
+            .and_then(|e| e.by_selector.get(selector))
+            .map(|ids| ids.iter().cloned().collect())
             .unwrap_or_default()
     }
 
