@@ -825,7 +825,11 @@ impl App {
     fn open_revision(&mut self, strategy: String, hash: RevisionHash, out: &mut Vec<Request>) {
         self.stack = vec![
             View::Strategies { list: View::new_list(Some(RowKey::Name(strategy.clone()))), rows: Vec::new() },
-            View::Revisions { strategy: strategy.clone(), list: View::new_list(Some(RowKey::Hash(hash))), rows: Vec::new() },
+            View::Revisions {
+                strategy: strategy.clone(),
+                list: View::new_list(Some(RowKey::Hash(hash))),
+                rows: Vec::new(),
+            },
             View::Instances { strategy, hash, list: ListState::default(), rows: Vec::new(), data: Loadable::loading() },
         ];
         out.push(Request::Instances { hash });
@@ -886,7 +890,12 @@ impl App {
                         self.mark(&strategy, hash);
                     }
                 }
-                tracing::info!(seq = snapshot.seq, reset = snapshot.reset, revisions = snapshot.revisions.len(), "snapshot");
+                tracing::info!(
+                    seq = snapshot.seq,
+                    reset = snapshot.reset,
+                    revisions = snapshot.revisions.len(),
+                    "snapshot"
+                );
                 self.live_synced = true;
                 self.drift_stale = true;
                 self.mark_views_stale();
@@ -1058,10 +1067,10 @@ impl App {
         let now = self.now;
         let is_top = matches!(self.top(), View::Detail { id: shown, .. } if *shown == id);
         let pin = result.as_ref().ok().map(|(v, _)| (v.strategy.identifier.clone(), v.strategy.hash));
-        if let Err(e) = &result {
-            if is_top {
-                self.fail(format!("cannot read instance {id}: {e}"));
-            }
+        if let Err(e) = &result
+            && is_top
+        {
+            self.fail(format!("cannot read instance {id}: {e}"));
         }
         for view in &mut self.stack {
             if let View::Detail { id: shown, data } = view

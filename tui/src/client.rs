@@ -215,7 +215,10 @@ struct LogsBody {
 impl Client {
     /// A client of the daemon at `base` (e.g. `http://127.0.0.1:8880`).
     pub fn new(base: &str, token: Option<String>) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).timeout(Duration::from_secs(60)).build()?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(60))
+            .build()?;
         Ok(Self { http, base: base.trim_end_matches('/').to_owned(), token })
     }
 
@@ -232,7 +235,9 @@ impl Client {
                 });
                 Reply::Drift { strategy, result }
             }
-            Request::Instances { hash } => Reply::Instances { hash, result: self.instances(None, Some(&hash), false).await },
+            Request::Instances { hash } => {
+                Reply::Instances { hash, result: self.instances(None, Some(&hash), false).await }
+            }
             Request::Instance { id } => {
                 let result = self.instance(&id).await;
                 Reply::Instance { id, result }
@@ -296,7 +301,8 @@ impl Client {
     ) -> Result<InstanceList, String> {
         let mut out = Vec::new();
         loop {
-            let mut query: Vec<(&str, String)> = vec![("limit", MAX_LIMIT.to_string()), ("offset", out.len().to_string())];
+            let mut query: Vec<(&str, String)> =
+                vec![("limit", MAX_LIMIT.to_string()), ("offset", out.len().to_string())];
             if let Some(s) = strategy {
                 query.push(("strategy", s.to_owned()));
             }

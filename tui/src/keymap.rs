@@ -188,7 +188,7 @@ pub const KEYMAP: &[Binding] = &[
     bind(&[Key::plain(K::Enter)], C::Enter, S::Views, "drill down"),
     bind(&[Key::plain(K::Esc), Key::plain(K::Backspace)], C::Back, S::Views, "clear filter, else go back"),
     bind(&[Key::ch('/')], C::Filter, S::Views, "filter rows (!text inverts)"),
-    bind(&[Key::ch(':')], C::CommandBar, S::Views, "command bar (:strategy :hash :instance …)"),
+    bind(&[Key::ch(':')], C::CommandBar, S::Views, "command bar (:strategy :hash …)"),
     bind(&[Key::ch('s')], C::SortNext, S::Views, "sort by next column"),
     bind(&[Key::ch('S')], C::SortReverse, S::Views, "reverse sort order"),
     bind(&[Key::ch('o')], C::RunningOnly, S::Views, "toggle running only"),
@@ -229,7 +229,9 @@ pub fn lookup(scope: Scope, event: &KeyEvent, readonly: bool) -> Option<Command>
 /// The bindings shown in the help, in order (without actions when `readonly`).
 pub fn help_entries(readonly: bool) -> impl Iterator<Item = &'static Binding> {
     Scope::ALL.into_iter().flat_map(move |scope| {
-        KEYMAP.iter().filter(move |b| b.scope == scope && !(readonly && b.command.is_action()))
+        // Read-only consoles never open an action dialog: its keys are left out too.
+        let hidden = readonly && matches!(scope, Scope::Confirm | Scope::Result);
+        KEYMAP.iter().filter(move |b| !hidden && b.scope == scope && !(readonly && b.command.is_action()))
     })
 }
 
@@ -272,7 +274,8 @@ mod tests {
     #[test]
     fn no_key_is_bound_twice_in_one_scope() {
         for scope in Scope::ALL {
-            let keys: Vec<Key> = KEYMAP.iter().filter(|b| b.scope == scope).flat_map(|b| b.keys.iter().copied()).collect();
+            let keys: Vec<Key> =
+                KEYMAP.iter().filter(|b| b.scope == scope).flat_map(|b| b.keys.iter().copied()).collect();
             for (i, k) in keys.iter().enumerate() {
                 assert!(!keys[i + 1..].contains(k), "{:?} bound twice in {scope:?}", k.label());
             }

@@ -10,6 +10,7 @@
 pub mod app;
 pub mod client;
 pub mod event;
+pub mod fixtures;
 pub mod format;
 pub mod keymap;
 pub mod live;

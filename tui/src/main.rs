@@ -19,9 +19,7 @@ fn main() -> anyhow::Result<()> {
         .open(&log_path)
         .with_context(|| format!("opening the log file {}", log_path.display()))?;
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("STRATA_LOG").unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("STRATA_LOG").unwrap_or_else(|_| "info".into()))
         .with_ansi(false)
         .with_writer(Mutex::new(log))
         .init();

@@ -57,7 +57,12 @@ pub(super) fn render(app: &App, id: &str, data: &Loadable<InstanceDetail>, frame
         field("config", serde_json::Value::Object(v.strategy.config.clone()).to_string()),
         field(
             "events",
-            format!("{} delivered, {} dropped, last {}", c.events_delivered, c.events_dropped, relative(app.now, c.last_event_at)),
+            format!(
+                "{} delivered, {} dropped, last {}",
+                c.events_delivered,
+                c.events_dropped,
+                relative(app.now, c.last_event_at)
+            ),
         ),
         field("orders", format!("{} submitted, {} filled", c.orders_submitted, c.orders_filled)),
         field("errors", format!("{} handler errors", c.handler_errors)),

@@ -16,10 +16,10 @@ use crate::keymap::Scope;
 fn preview_note(target: &Target) -> &'static str {
     match target {
         Target::RefreshStrategy(_) | Target::RefreshHash { .. } => {
-            "Instances it will re-resolve (drifting ones re-pin, running ones restart):"
+            "instance(s) it will re-resolve (drifting ones re-pin, running ones restart):"
         }
-        Target::RestartAll { .. } => "Instances pinned to this hash (running ones restart):",
-        Target::Instance { .. } => "Instance:",
+        Target::RestartAll { .. } => "instance(s) pinned to this hash (running ones restart):",
+        Target::Instance { .. } => "instance:",
     }
 }
 
@@ -31,7 +31,7 @@ fn confirm_lines(dialog: &Dialog, room: usize) -> Vec<Line<'static>> {
         (None, None) => lines.push(Line::from("loading the instances it touches…")),
         (Some(list), None) if list.instances.is_empty() => lines.push(Line::from("It touches no instance.")),
         (Some(list), None) => {
-            lines.push(Line::from(format!("{} ({})", preview_note(&dialog.target), list.total)));
+            lines.push(Line::from(format!("{} {}", list.total, preview_note(&dialog.target))));
             let room = room.saturating_sub(lines.len() + 2).max(1);
             for v in list.instances.iter().take(room) {
                 let drift = match (v.drift, &v.resolves_to) {
@@ -61,9 +61,35 @@ fn capitalize(s: &str) -> String {
     }
 }
 
+fn result_row(
+    lines: &mut Vec<Line<'static>>,
+    who: String,
+    reason: &'static str,
+    moved: String,
+    error: Option<&String>,
+) {
+    let color = match reason {
+        "refreshed" => Color::Green,
+        "failed" | "notFound" => Color::Red,
+        "retired" => Color::Yellow,
+        _ => Color::Reset,
+    };
+    lines.push(Line::from(vec![
+        Span::raw(format!("  {:<26} ", truncate(&who, 26))),
+        Span::styled(format!("{reason:<14}"), color),
+        Span::raw(moved),
+    ]));
+    if let Some(e) = error {
+        lines.push(Line::from(Span::styled(format!("      error: {e}"), Color::Red)));
+    }
+}
+
 fn result_lines(dialog: &Dialog) -> Vec<Line<'static>> {
     let Stage::Done(result) = &dialog.stage else {
-        return vec![Line::from(format!("{}…", capitalize(&dialog.target.describe()))), Line::from("waiting for the daemon")];
+        return vec![
+            Line::from(format!("{}…", capitalize(&dialog.target.describe()))),
+            Line::from("waiting for the daemon"),
+        ];
     };
     let outcome = match result {
         Err(e) => {
@@ -74,41 +100,33 @@ fn result_lines(dialog: &Dialog) -> Vec<Line<'static>> {
         }
         Ok(o) => o,
     };
-    let mut lines = vec![Line::from(format!("{}: {}", capitalize(&dialog.target.describe()), summarize(outcome))).bold()];
-    let reason_color = |reason: &str| match reason {
-        "refreshed" => Color::Green,
-        "failed" | "notFound" => Color::Red,
-        "retired" => Color::Yellow,
-        _ => Color::Reset,
-    };
-    let row = |who: String, reason: &'static str, moved: String, error: Option<&String>| {
-        let mut spans = vec![
-            Span::raw(format!("  {:<26} ", truncate(&who, 26))),
-            Span::styled(format!("{reason:<14}"), reason_color(reason)),
-            Span::raw(moved),
-        ];
-        if let Some(e) = error {
-            spans.push(Span::styled(format!(" {e}"), Color::Red));
-        }
-        Line::from(spans)
-    };
-    let moved = |prev: Option<&strata_shared::RevisionHash>, now: Option<&strata_shared::RevisionHash>| match (prev, now) {
-        (Some(p), Some(n)) if p != n => format!("{} → {}", short_hash(p), short_hash(n)),
-        (_, Some(n)) => short_hash(n),
-        _ => String::new(),
-    };
-    lines.push(Line::from(Span::styled(format!("  {:<26} {:<14}{}", "instance", "reason", "hash"), Style::new().underlined())));
+    let moved =
+        |prev: Option<&strata_shared::RevisionHash>, now: Option<&strata_shared::RevisionHash>| match (prev, now) {
+            (Some(p), Some(n)) if p != n => format!("{} → {}", short_hash(p), short_hash(n)),
+            (_, Some(n)) => short_hash(n),
+            _ => String::new(),
+        };
+    let mut lines = vec![
+        Line::from(format!("{}: {}", capitalize(&dialog.target.describe()), summarize(outcome))).bold(),
+        Line::from(Span::styled(format!("  {:<26} {:<14}{}", "instance", "reason", "hash"), Style::new().underlined())),
+    ];
     match outcome {
         Outcome::Refresh(r) => {
             for res in &r.results {
                 let who = if res.instances.is_empty() { res.selector.clone() } else { res.instances.join(",") };
-                lines.push(row(who, res.reason.as_str(), moved(res.previous_hash.as_ref(), res.hash.as_ref()), res.error.as_ref()));
+                result_row(
+                    &mut lines,
+                    who,
+                    res.reason.as_str(),
+                    moved(res.previous_hash.as_ref(), res.hash.as_ref()),
+                    res.error.as_ref(),
+                );
             }
         }
         Outcome::Batch(b) => {
             for res in &b.results {
                 let m = moved(Some(&res.previous_hash), Some(&res.hash));
-                lines.push(row(res.instance_id.clone(), res.reason.as_str(), m, res.error.as_ref()));
+                result_row(&mut lines, res.instance_id.clone(), res.reason.as_str(), m, res.error.as_ref());
             }
         }
         Outcome::Instance(v) => {
@@ -122,17 +140,19 @@ fn result_lines(dialog: &Dialog) -> Vec<Line<'static>> {
 }
 
 pub(super) fn render(app: &App, dialog: &Dialog, frame: &mut Frame, area: Rect) {
-    let popup = centered(area, 90, area.height.saturating_sub(4));
-    let room = usize::from(popup.height.saturating_sub(2));
+    let room = usize::from(area.height.saturating_sub(6));
     let (title, lines, scope) = match dialog.stage {
         Stage::Confirm(_) => (" Confirm ", confirm_lines(dialog, room), Scope::Confirm),
         _ => (" Result ", result_lines(dialog), Scope::Result),
     };
+    let popup = centered(area, 90, (lines.len() + 3).min(room + 2) as u16);
+    let room = usize::from(popup.height.saturating_sub(2));
     let scroll = dialog.scroll.min(lines.len().saturating_sub(room));
     let block = Block::bordered()
         .title(Line::from(title).bold())
         .title_bottom(Line::from(format!(" {} ", hints(scope, app.readonly))).right_aligned())
         .border_style(Style::new().fg(Color::Cyan));
     frame.render_widget(Clear, popup);
-    frame.render_widget(Paragraph::new(lines).block(block).wrap(Wrap { trim: false }).scroll((scroll as u16, 0)), popup);
+    frame
+        .render_widget(Paragraph::new(lines).block(block).wrap(Wrap { trim: false }).scroll((scroll as u16, 0)), popup);
 }

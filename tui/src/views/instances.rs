@@ -54,7 +54,7 @@ pub(super) fn render(
         Constraint::Length(7),
         Constraint::Length(6),
     ];
-    render_list(frame, area, block, &INSTANCE_COLUMNS, &widths, list, rows.len(), |i| {
+    render_list(frame, area, block, (&INSTANCE_COLUMNS, &widths), list, rows.len(), |i| {
         let v = &instances.instances[rows[i]];
         let running = v.state == InstanceState::Running;
         let cells = vec![

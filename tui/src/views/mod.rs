@@ -24,7 +24,8 @@ use crate::keymap::{self, Scope};
 /// Draws the whole screen.
 pub fn render(app: &App, frame: &mut Frame) {
     let area = frame.area();
-    let [header, body, footer] = Layout::vertical([Constraint::Length(1), Constraint::Min(0), Constraint::Length(1)]).areas(area);
+    let [header, body, footer] =
+        Layout::vertical([Constraint::Length(1), Constraint::Min(0), Constraint::Length(1)]).areas(area);
     render_header(app, frame, header);
     match app.top() {
         View::Strategies { list, rows } => strategies::render(app, list, rows, frame, body),
@@ -55,7 +56,9 @@ fn connection(app: &App) -> Span<'static> {
         ConnState::Connected if app.live_synced => Span::styled(format!("● live #{}", app.mirror.seq), Color::Green),
         ConnState::Connected => Span::styled("● connected, awaiting snapshot", Color::Yellow),
         ConnState::Connecting { attempt } if *attempt <= 1 => Span::styled("◌ connecting…", Color::Yellow),
-        ConnState::Connecting { attempt } => Span::styled(format!("◌ reconnecting (attempt {attempt})…"), Color::Yellow),
+        ConnState::Connecting { attempt } => {
+            Span::styled(format!("◌ reconnecting (attempt {attempt})…"), Color::Yellow)
+        }
         ConnState::Disconnected { error, retry_in, .. } => Span::styled(
             format!("○ offline: {} · retry in {:.1}s", crate::format::truncate(error, 40), retry_in.as_secs_f32()),
             Color::Red,
@@ -90,11 +93,16 @@ pub(crate) fn hints(scope: Scope, readonly: bool) -> String {
 
 fn render_footer(app: &App, frame: &mut Frame, area: Rect) {
     let line = match (&app.prompt, &app.message) {
-        (Some(Prompt::Filter { text, .. }), _) => Line::from(vec![Span::raw("/"), Span::raw(text.clone()), Span::raw("█")]),
-        (Some(Prompt::Command { text }), _) => Line::from(vec![Span::raw(":"), Span::raw(text.clone()), Span::raw("█")]),
+        (Some(Prompt::Filter { text, .. }), _) => {
+            Line::from(vec![Span::raw("/"), Span::raw(text.clone()), Span::raw("█")])
+        }
+        (Some(Prompt::Command { text }), _) => {
+            Line::from(vec![Span::raw(":"), Span::raw(text.clone()), Span::raw("█")])
+        }
         (None, Some(m)) => Line::from(Span::styled(m.text.clone(), if m.error { Color::Red } else { Color::Cyan })),
         (None, None) => {
-            let mut hint = "? help · / filter · : command · Enter open · Esc back · s sort · o running · q quit".to_owned();
+            let mut hint =
+                "? help · / filter · : command · Enter open · Esc back · s sort · o running · q quit".to_owned();
             if let Some(list) = list_of(app.top()) {
                 let len = app.top().len();
                 if len > 0 {
@@ -132,8 +140,7 @@ fn render_list<'a>(
     frame: &mut Frame,
     area: Rect,
     block: Block<'a>,
-    columns: &[&str],
-    widths: &[Constraint],
+    (columns, widths): (&[&str], &[Constraint]),
     list: &ListState,
     len: usize,
     row: impl Fn(usize) -> (Vec<Cell<'a>>, bool),
@@ -144,7 +151,11 @@ fn render_list<'a>(
     let end = (start + height).min(len);
     let mut header: Vec<Cell> = vec![Cell::from("")];
     for (i, c) in columns.iter().enumerate() {
-        let title = if i == list.sort { format!("{c}{}", if list.descending { "▼" } else { "▲" }) } else { (*c).to_owned() };
+        let title = if i == list.sort {
+            format!("{c}{}", if list.descending { "▼" } else { "▲" })
+        } else {
+            (*c).to_owned()
+        };
         header.push(Cell::from(title));
     }
     let rows = (start..end).map(|i| {

@@ -10,7 +10,14 @@ use super::{count_or_dash, list_block, render_list, render_note};
 use crate::app::{App, ListState, REVISION_COLUMNS};
 use crate::format::{relative, short_hash};
 
-pub(super) fn render(app: &App, strategy: &str, list: &ListState, rows: &[RevisionHash], frame: &mut Frame, area: Rect) {
+pub(super) fn render(
+    app: &App,
+    strategy: &str,
+    list: &ListState,
+    rows: &[RevisionHash],
+    frame: &mut Frame,
+    area: Rect,
+) {
     let block = list_block(format!(" Revisions of {strategy} ({}) ", rows.len()), &REVISION_COLUMNS, list);
     if rows.is_empty() {
         return render_note(frame, area, block, "no revisions", false);
@@ -24,7 +31,7 @@ pub(super) fn render(app: &App, strategy: &str, list: &ListState, rows: &[Revisi
         Constraint::Length(8),
         Constraint::Length(6),
     ];
-    render_list(frame, area, block, &REVISION_COLUMNS, &widths, list, rows.len(), |i| {
+    render_list(frame, area, block, (&REVISION_COLUMNS, &widths), list, rows.len(), |i| {
         let hash = &rows[i];
         let Some(r) = app.revision(strategy, hash) else {
             return (vec![Cell::from(short_hash(hash)), Cell::from("(deleted)")], false);

@@ -13,9 +13,14 @@ pub(super) fn render(app: &App, list: &ListState, rows: &[StrategyRow], frame: &
         let note = if app.bootstrapping() && app.mirror.revisions.is_empty() { "loading…" } else { "no strategies" };
         return render_note(frame, area, block, note, false);
     }
-    let widths =
-        [Constraint::Fill(1), Constraint::Length(10), Constraint::Length(12), Constraint::Length(8), Constraint::Length(6)];
-    render_list(frame, area, block, &STRATEGY_COLUMNS, &widths, list, rows.len(), |i| {
+    let widths = [
+        Constraint::Fill(1),
+        Constraint::Length(10),
+        Constraint::Length(12),
+        Constraint::Length(8),
+        Constraint::Length(6),
+    ];
+    render_list(frame, area, block, (&STRATEGY_COLUMNS, &widths), list, rows.len(), |i| {
         let r = &rows[i];
         let cells = vec![
             Cell::from(r.name.clone()),
