@@ -878,7 +878,9 @@ impl App {
             ServerMessage::Snapshot(snapshot) => {
                 let old = std::mem::take(&mut self.mirror.revisions);
                 self.mirror.apply(message);
-                if !old.is_empty() {
+                // A resync replacing live data highlights what differs; the
+                // first snapshot (over nothing or the REST seed) does not.
+                if self.live_synced && !old.is_empty() {
                     let changed: Vec<_> = self
                         .mirror
                         .revisions

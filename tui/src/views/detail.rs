@@ -42,6 +42,8 @@ pub(super) fn render(app: &App, id: &str, data: &Loadable<InstanceDetail>, frame
         .map(|(provider, entry)| format!("{provider}: {}", entry.symbols.join(",")))
         .collect::<Vec<_>>()
         .join("; ");
+    // `key=value` pairs separated by spaces wrap at pair boundaries.
+    let config = v.strategy.config.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ");
     let c = &v.counters;
     let mut lines = vec![
         Line::from(vec![
@@ -54,7 +56,7 @@ pub(super) fn render(app: &App, id: &str, data: &Loadable<InstanceDetail>, frame
         field("pinned", pinned),
         field("drift", drift),
         field("scope", scope),
-        field("config", serde_json::Value::Object(v.strategy.config.clone()).to_string()),
+        field("config", config),
         field(
             "events",
             format!(
@@ -77,7 +79,9 @@ pub(super) fn render(app: &App, id: &str, data: &Loadable<InstanceDetail>, frame
     }
     let inner = block.inner(area);
     frame.render_widget(block, area);
-    let top = lines.len() as u16;
+    // Height once wrapped (close enough for word wrapping of short fields).
+    let width = usize::from(inner.width.max(1));
+    let top = lines.iter().map(|l| l.width().max(1).div_ceil(width)).sum::<usize>() as u16;
     let [facts, log_area] = Layout::vertical([Constraint::Length(top), Constraint::Min(0)]).areas(inner);
     frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), facts);
     let log_block = Block::bordered().title(format!(" Last log lines ({}) ", logs.len()));

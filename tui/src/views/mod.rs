@@ -60,7 +60,7 @@ fn connection(app: &App) -> Span<'static> {
             Span::styled(format!("◌ reconnecting (attempt {attempt})…"), Color::Yellow)
         }
         ConnState::Disconnected { error, retry_in, .. } => Span::styled(
-            format!("○ offline: {} · retry in {:.1}s", crate::format::truncate(error, 40), retry_in.as_secs_f32()),
+            format!("○ offline (retry in {:.1}s): {}", retry_in.as_secs_f32(), crate::format::truncate(error, 28)),
             Color::Red,
         ),
     }

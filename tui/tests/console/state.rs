@@ -352,5 +352,5 @@ fn the_rest_seed_never_overwrites_the_live_mirror() {
     }));
     offline.update(Action::Reply(Reply::Bootstrap(Ok(seed))));
     assert_eq!(offline.mirror.revisions.len(), 6, "without the stream the REST seed is shown");
-    assert!(screen(&offline).contains("offline: connection refused"));
+    assert!(screen(&offline).contains("offline (retry in 1.0s): connection refused"));
 }
