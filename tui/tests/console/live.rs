@@ -14,6 +14,8 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 
 /// Accepts one WebSocket connection; returns it with the request's path and `Authorization`.
+// The handshake callback's `Result` type is tungstenite's, not ours.
+#[allow(clippy::result_large_err)]
 async fn accept(
     listener: &TcpListener,
 ) -> (tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>, String, Option<String>) {
