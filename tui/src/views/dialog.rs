@@ -106,9 +106,13 @@ fn result_lines(dialog: &Dialog) -> Vec<Line<'static>> {
             (_, Some(n)) => short_hash(n),
             _ => String::new(),
         };
+    let columns = match outcome {
+        Outcome::Instance(_) => format!("  {:<26} {}", "instance", "state"),
+        _ => format!("  {:<26} {:<14}{}", "instance", "reason", "hash"),
+    };
     let mut lines = vec![
         Line::from(format!("{}: {}", capitalize(&dialog.target.describe()), summarize(outcome))).bold(),
-        Line::from(Span::styled(format!("  {:<26} {:<14}{}", "instance", "reason", "hash"), Style::new().underlined())),
+        Line::from(Span::styled(columns, Style::new().underlined())),
     ];
     match outcome {
         Outcome::Refresh(r) => {

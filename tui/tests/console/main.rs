@@ -2,6 +2,7 @@
 //! screens rendered on a `TestBackend` and compared with insta snapshots
 //! (`screens`). Everything runs at the fixtures' fixed "now".
 
+mod headless;
 mod live;
 mod screens;
 mod state;
