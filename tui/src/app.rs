@@ -1108,9 +1108,8 @@ impl App {
             View::Revisions { strategy, list, rows } => {
                 *rows = revision_rows(mirror, drift, strategy, list);
             }
-            View::Instances { list, rows, data, strategy, .. } => {
+            View::Instances { list, rows, data, .. } => {
                 let instances = data.data.as_ref().map(|d| d.instances.as_slice()).unwrap_or(&[]);
-                let _ = strategy;
                 *rows = instance_rows(instances, list, self.now);
             }
             View::Detail { .. } => return,
