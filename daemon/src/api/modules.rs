@@ -168,9 +168,14 @@ fn module_summary(
         .filter(|rev| !running_only || running.iter().any(|r| r.hash == rev.hash))
         .map(|rev| revision_info(usage, strategy, rev))
         .collect();
+    let mut tag_aliases = tag_aliases(strategy);
+    if running_only {
+        // The live view: the tags on the revisions shown.
+        tag_aliases.retain(|_, hash| running.iter().any(|r| r.hash == *hash));
+    }
     ModuleSummary {
         name: name.to_string(),
-        tag_aliases: tag_aliases(strategy),
+        tag_aliases,
         revisions,
         metadata: strategy.latest().map(|rev| (*rev.metadata).clone()),
         running,
