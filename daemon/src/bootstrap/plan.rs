@@ -746,6 +746,7 @@ mod tests {
             first_seen: None,
             last_seen: None,
             retired,
+            drift: false,
         };
         let export = RegistryExport {
             registry: serde_json::json!({}),
