@@ -116,7 +116,11 @@ async fn snapshot_then_every_delta_in_order_and_the_mirror_keeps_up() {
     assert_eq!(kinds, [InstanceCreated, InstanceStarted, InstanceStopped, InstanceDeleted]);
     let expected: Vec<u64> = (first.seq + 1..=first.seq + 4).collect();
     assert_eq!(seqs(&deltas), expected, "consecutive after the snapshot");
-    assert!(deltas.iter().all(|x| x.strategy.as_deref() == Some("grid") && x.hash.map(|h| h.to_string()) == Some(v1.clone())));
+    assert!(
+        deltas
+            .iter()
+            .all(|x| x.strategy.as_deref() == Some("grid") && x.hash.map(|h| h.to_string()) == Some(v1.clone()))
+    );
     assert!(deltas.iter().all(|x| x.instance_id.as_deref() == Some("a")));
     assert_eq!(deltas.iter().map(|d| d.count).collect::<Vec<_>>(), [0, 1, 0, 0], "counts after each change");
     assert!(deltas[1].first_seen.is_some() && deltas[1].last_seen.is_some());
@@ -165,8 +169,7 @@ async fn a_subscription_keeps_its_strategy_and_every_refresh_and_bad_messages_ge
     let (status, _) = d.post("/strategies/refresh", json!({"strategies": ["other"]})).await;
     assert_eq!(status, StatusCode::OK);
     let deltas = deltas_until(&mut ws, DeltaKind::RefreshCompleted).await;
-    let kept: Vec<(DeltaKind, Option<&str>)> =
-        deltas.iter().map(|d| (d.kind, d.instance_id.as_deref())).collect();
+    let kept: Vec<(DeltaKind, Option<&str>)> = deltas.iter().map(|d| (d.kind, d.instance_id.as_deref())).collect();
     assert_eq!(
         kept,
         [

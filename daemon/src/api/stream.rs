@@ -47,7 +47,10 @@ fn upgrade_handler(
     }
     let since = query?.since;
     let Some(ws) = ws else {
-        return Err(ApiError::new(StatusCode::UPGRADE_REQUIRED, "/ws is a WebSocket endpoint: send an upgrade request"));
+        return Err(ApiError::new(
+            StatusCode::UPGRADE_REQUIRED,
+            "/ws is a WebSocket endpoint: send an upgrade request",
+        ));
     };
     Ok(ws
         .on_upgrade(move |socket| async move {

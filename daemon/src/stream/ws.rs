@@ -190,8 +190,10 @@ where
         let answer = match serde_json::from_str::<ClientMessage>(body) {
             Ok(ClientMessage::Subscribe { strategies, hashes }) => match normalise(strategies, hashes) {
                 Ok(filter) => {
-                    let answer =
-                        ServerMessage::Subscribed { strategies: filter.strategies.clone(), hashes: filter.hashes.clone() };
+                    let answer = ServerMessage::Subscribed {
+                        strategies: filter.strategies.clone(),
+                        hashes: filter.hashes.clone(),
+                    };
                     self.filter = filter;
                     answer
                 }

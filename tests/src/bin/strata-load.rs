@@ -422,7 +422,8 @@ mod stream {
                     }
                     seen.last = seq;
                     seen.deltas += 1;
-                    let ts = OffsetDateTime::parse(probe.ts.context("ts")?, &time::format_description::well_known::Rfc3339)?;
+                    let ts =
+                        OffsetDateTime::parse(probe.ts.context("ts")?, &time::format_description::well_known::Rfc3339)?;
                     seen.latencies.push((now - ts).whole_microseconds().clamp(0, u32::MAX as i128) as u32);
                 }
                 _ => {}
@@ -612,7 +613,9 @@ mod stream {
         println!(
             "subscribers missing deltas: {incomplete}; gaps: {gaps}; resyncs seen by readers: {resyncs}; failed: {failed}"
         );
-        println!("daemon: strata_ws_subscribers at the end (stalled still open) = {stalled_open}; strata_ws_resyncs_total = {resyncs_total}");
+        println!(
+            "daemon: strata_ws_subscribers at the end (stalled still open) = {stalled_open}; strata_ws_resyncs_total = {resyncs_total}"
+        );
         println!(
             "daemon RSS: idle {:.1} MiB; with subscribers before the burst {:.1} MiB; after {:.1} MiB",
             idle_rss as f64 / 1024.0,

@@ -108,7 +108,9 @@ impl Client {
         self.to_server.send(Message::text(body)).expect("server reading");
     }
 
-    async fn ended(self) -> Ended {
+    /// Hangs up and waits for the server task to end.
+    async fn hang_up(self) -> Ended {
+        drop(self.to_server);
         timeout(Duration::from_secs(5), self.task).await.expect("ends within 5 s").expect("task did not panic")
     }
 }
@@ -179,7 +181,8 @@ async fn snapshot_then_deltas_then_only_what_the_filter_keeps() {
     f.publish("noise");
     let kept = f.publish("other");
     f.publish("noise");
-    let refreshed = f.usage.bus().publish(Delta::new(0, OffsetDateTime::now_utc(), DeltaKind::RefreshCompleted, None, None));
+    let refreshed =
+        f.usage.bus().publish(Delta::new(0, OffsetDateTime::now_utc(), DeltaKind::RefreshCompleted, None, None));
     let last = f.publish("grid");
     assert_eq!(seq_of(&client.next().await), kept);
     assert_eq!(seq_of(&client.next().await), refreshed, "refreshCompleted always passes");
@@ -194,8 +197,7 @@ async fn snapshot_then_deltas_then_only_what_the_filter_keeps() {
     let after = f.publish("grid");
     assert_eq!(seq_of(&client.next().await), after, "still open, old filter kept");
 
-    drop(client.to_server);
-    assert_eq!(timeout(Duration::from_secs(5), client.task).await.unwrap().unwrap(), Ended::ClientGone);
+    assert_eq!(client.hang_up().await, Ended::ClientGone);
     assert_eq!(f.metrics.ws_subscribers.get(), 0);
 }
 
@@ -210,15 +212,17 @@ async fn resumes_from_the_buffer_or_resets_when_it_cannot() {
     for seq in 4..=6 {
         assert_eq!(seq_of(&client.next().await), seq);
     }
-    assert_eq!(seq_of(&client.next().await), f.publish("grid"), "then live");
+    let published = f.publish("grid");
+    assert_eq!(seq_of(&client.next().await), published, "then live");
     assert_eq!(f.metrics.ws_resyncs.get(), 0);
 
     for since in [1, 99] {
         let mut client = f.connect(Some(since), Settings::default());
         let ServerMessage::Snapshot(snapshot) = client.next().await else { panic!("snapshot") };
         assert!(snapshot.reset, "since {since} is not buffered");
-        assert_eq!(snapshot.seq, 7);
-        assert_eq!(seq_of(&client.next().await), f.publish("grid"));
+        assert_eq!(snapshot.seq, f.usage.bus().seq(), "as of now");
+        let published = f.publish("grid");
+        assert_eq!(seq_of(&client.next().await), published);
     }
     assert_eq!(f.metrics.ws_resyncs.get(), 2);
 }
@@ -235,10 +239,9 @@ async fn a_stalled_subscriber_is_resynced_and_then_follows_again() {
     slow.gate.set_open(false);
     f.publish("grid");
     timeout(Duration::from_secs(5), slow.gate.blocked.notified()).await.expect("the writer blocks");
-    for _ in 0..20 {
-        f.publish("grid");
-    }
-    for seq in 1..=21 {
+    assert_eq!(seq_of(&fast.next().await), 1);
+    for seq in 2..=21 {
+        assert_eq!(f.publish("grid"), seq);
         assert_eq!(seq_of(&fast.next().await), seq, "the fast subscriber gets every delta in order");
     }
 
@@ -250,7 +253,8 @@ async fn a_stalled_subscriber_is_resynced_and_then_follows_again() {
     let ServerMessage::Snapshot(snapshot) = slow.next().await else { panic!("snapshot after resync") };
     assert!(snapshot.reset);
     assert_eq!(snapshot.seq, 21);
-    assert_eq!(seq_of(&slow.next().await), f.publish("grid"), "no gap after the snapshot");
+    let published = f.publish("grid");
+    assert_eq!(seq_of(&slow.next().await), published, "no gap after the snapshot");
     assert_eq!(seq_of(&fast.next().await), 22);
     assert_eq!(f.metrics.ws_resyncs.get(), 1);
 }
@@ -298,9 +302,9 @@ async fn a_silent_client_is_pinged_then_dropped_while_a_talking_one_stays() {
     };
     assert_eq!(ended, Ended::Idle);
     assert!(!talking.task.is_finished());
-    assert_eq!(seq_of(&talking.next().await), f.publish("grid"));
-    drop(talking.to_server);
-    assert_eq!(timeout(Duration::from_secs(5), talking.task).await.unwrap().unwrap(), Ended::ClientGone);
+    let published = f.publish("grid");
+    assert_eq!(seq_of(&talking.next().await), published);
+    assert_eq!(talking.hang_up().await, Ended::ClientGone);
 }
 
 impl Client {
