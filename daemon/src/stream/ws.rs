@@ -13,10 +13,11 @@
 //! is published under), so every delta after `snapshot.seq` is received and
 //! every delta at or before it is dropped.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use parking_lot::Mutex;
 use serde::Serialize;
 use strata_shared::HashRef;
 use strata_shared::names::is_valid_strategy_name;
@@ -73,6 +74,31 @@ pub enum Ended {
 #[serde(tag = "type", rename_all = "camelCase")]
 enum Outgoing<'a> {
     Delta(&'a Delta),
+}
+
+/// Slots of the shared encoding cache (see [`delta_text`]).
+const ENCODED_SLOTS: usize = 1024;
+
+/// Recently encoded deltas, by `seq` modulo the slot count. The `Weak` pins
+/// the delta's allocation, so pointer equality proves it is the same delta
+/// (even across several buses in one process, as in tests).
+#[allow(clippy::type_complexity)]
+static ENCODED: [Mutex<Option<(Weak<Delta>, Arc<str>)>>; ENCODED_SLOTS] = [const { Mutex::new(None) }; ENCODED_SLOTS];
+
+/// A delta as a `{"type":"delta",…}` message, encoded once and shared by
+/// every subscriber writing it (with a thousand subscribers, encoding per
+/// subscriber would be most of the stream's cost).
+fn delta_text(delta: &Arc<Delta>) -> Message {
+    let slot = &ENCODED[(delta.seq % ENCODED_SLOTS as u64) as usize];
+    let cached =
+        slot.lock().as_ref().filter(|(weak, _)| weak.as_ptr() == Arc::as_ptr(delta)).map(|(_, json)| json.clone());
+    let json = cached.unwrap_or_else(|| {
+        // Encoded outside the lock; two subscribers racing here both encode, harmlessly.
+        let json: Arc<str> = serde_json::to_string(&Outgoing::Delta(delta)).expect("stream messages serialize").into();
+        *slot.lock() = Some((Arc::downgrade(delta), json.clone()));
+        json
+    });
+    Message::text(&*json)
 }
 
 fn text<T: Serialize>(message: &T) -> Message {
@@ -168,11 +194,8 @@ where
 
     /// Writes the deltas the filter keeps in one flush.
     async fn deltas(&mut self, deltas: &[Arc<Delta>]) -> Result<(), Ended> {
-        let messages: Vec<Message> = deltas
-            .iter()
-            .filter(|d| d.seq > self.floor && self.filter.keeps(d))
-            .map(|d| text(&Outgoing::Delta(d)))
-            .collect();
+        let messages: Vec<Message> =
+            deltas.iter().filter(|d| d.seq > self.floor && self.filter.keeps(d)).map(delta_text).collect();
         if let Some(last) = deltas.last() {
             self.floor = self.floor.max(last.seq);
         }

@@ -323,3 +323,16 @@ fn subscriptions_are_normalised() {
     assert!(normalise(vec!["../etc".into()], vec![]).is_err());
     assert!(normalise(vec![], vec!["grid:prod".into()]).is_err());
 }
+
+#[test]
+fn the_shared_encoding_never_confuses_two_deltas_with_one_seq() {
+    let delta = |strategy: &str| {
+        Arc::new(Delta::new(5, OffsetDateTime::UNIX_EPOCH, DeltaKind::InstanceCreated, Some(strategy.into()), None))
+    };
+    let (a, b) = (delta("first"), delta("second"));
+    let decoded = |d: &Arc<Delta>| -> ServerMessage { serde_json::from_str(delta_text(d).to_str().unwrap()).unwrap() };
+    for _ in 0..2 {
+        assert_eq!(decoded(&a), ServerMessage::Delta((*a).clone()));
+        assert_eq!(decoded(&b), ServerMessage::Delta((*b).clone()));
+    }
+}
