@@ -86,8 +86,8 @@ const ENCODED_SLOTS: usize = 1024;
 static ENCODED: [Mutex<Option<(Weak<Delta>, Arc<str>)>>; ENCODED_SLOTS] = [const { Mutex::new(None) }; ENCODED_SLOTS];
 
 /// A delta as a `{"type":"delta",…}` message, encoded once and shared by
-/// every subscriber writing it (with a thousand subscribers, encoding per
-/// subscriber would be most of the stream's cost).
+/// every subscriber writing it (encoding per subscriber would multiply the
+/// serialization work by the number of subscribers).
 fn delta_text(delta: &Arc<Delta>) -> Message {
     let slot = &ENCODED[(delta.seq % ENCODED_SLOTS as u64) as usize];
     let cached =
