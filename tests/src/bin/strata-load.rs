@@ -552,6 +552,11 @@ mod stream {
             worker.await??;
         }
         let burst_elapsed = burst.elapsed();
+        let gauge = |metrics: String, name: &str| {
+            metrics.lines().find_map(|l| l.strip_prefix(name)).unwrap_or("?").trim().to_owned()
+        };
+        let connected_after =
+            gauge(client.get(format!("{base}/metrics")).send().await?.text().await?, "strata_ws_subscribers ");
         let end_seq = current_seq(&url).await?;
         let events = end_seq - start_seq;
         until_tx.send(end_seq)?;
@@ -577,14 +582,8 @@ mod stream {
             }
         }
         let after_rss = rss_kib(pid)?;
-        let stalled_open = {
-            let metrics = client.get(format!("{base}/metrics")).send().await?.text().await?;
-            metrics.lines().find_map(|l| l.strip_prefix("strata_ws_subscribers ")).unwrap_or("?").trim().to_owned()
-        };
-        let resyncs_total = {
-            let metrics = client.get(format!("{base}/metrics")).send().await?.text().await?;
-            metrics.lines().find_map(|l| l.strip_prefix("strata_ws_resyncs_total ")).unwrap_or("?").trim().to_owned()
-        };
+        let resyncs_total =
+            gauge(client.get(format!("{base}/metrics")).send().await?.text().await?, "strata_ws_resyncs_total ");
         drop(stalled);
         all.sort_unstable();
         anyhow::ensure!(!all.is_empty(), "no delta was received");
@@ -614,7 +613,8 @@ mod stream {
             "subscribers missing deltas: {incomplete}; gaps: {gaps}; resyncs seen by readers: {resyncs}; failed: {failed}"
         );
         println!(
-            "daemon: strata_ws_subscribers at the end (stalled still open) = {stalled_open}; strata_ws_resyncs_total = {resyncs_total}"
+            "daemon: strata_ws_subscribers right after the burst = {connected_after} (stalled included); \
+             strata_ws_resyncs_total = {resyncs_total}"
         );
         println!(
             "daemon RSS: idle {:.1} MiB; with subscribers before the burst {:.1} MiB; after {:.1} MiB",
