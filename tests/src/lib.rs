@@ -69,6 +69,11 @@ impl TestDaemon {
         next
     }
 
+    /// The WebSocket URL of `path_and_query`, e.g. `ws://127.0.0.1:41234/ws?since=3`.
+    pub fn ws_url(&self, path_and_query: &str) -> String {
+        format!("ws://{}{path_and_query}", self.url.trim_start_matches("http://"))
+    }
+
     /// The directory holding `strategies/` and `data/`.
     pub fn dir(&self) -> &Path {
         &self.dir

@@ -1,11 +1,12 @@
 //! The HTTP API (SPEC §3): routes, request decoding and the error envelope.
 //! Handlers live beside their domain: `modules` for the registry,
-//! `health` for `/healthz` and `/metrics`.
+//! `health` for `/healthz` and `/metrics`, `stream` for the `/ws` upgrade.
 
 mod error;
 mod health;
 mod instances;
 mod modules;
+mod stream;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -37,32 +38,39 @@ pub fn routes(daemon: Daemon) -> BoxedFilter<(Response,)> {
 
 fn all_routes(daemon: &Daemon) -> BoxedFilter<(Response,)> {
     let daemon = daemon.clone();
-    health::routes(&daemon).or(modules::routes(&daemon)).unify().or(instances::routes(&daemon)).unify().boxed()
+    health::routes(&daemon)
+        .or(modules::routes(&daemon))
+        .unify()
+        .or(instances::routes(&daemon))
+        .unify()
+        .or(stream::routes(&daemon))
+        .unify()
+        .boxed()
 }
 
 /// SPEC §7: with a token configured, every mutating request (anything but
 /// GET and HEAD) needs `Authorization: Bearer <token>`, compared in
-/// constant time; otherwise 401.
+/// constant time; otherwise 401. `GET /ws` checks the token itself (see
+/// [`token_matches`]).
 fn authorized(daemon: &Daemon) -> impl Filter<Extract = (), Error = Rejection> + Clone + use<> {
-    let token = daemon.config().token.clone().map(|t| std::sync::Arc::<[u8]>::from(t.into_bytes()));
+    let daemon = daemon.clone();
     warp::method()
         .and(warp::header::optional::<String>("authorization"))
         .and_then(move |method: warp::http::Method, header: Option<String>| {
-            let token = token.clone();
-            async move {
-                let Some(token) = token else { return Ok(()) };
-                if method == warp::http::Method::GET || method == warp::http::Method::HEAD {
-                    return Ok(());
-                }
-                let given = header.as_deref().and_then(|h| h.strip_prefix("Bearer ")).unwrap_or("");
-                if subtle::ConstantTimeEq::ct_eq(given.as_bytes(), &token[..]).into() {
-                    Ok(())
-                } else {
-                    Err(warp::reject::custom(error::Unauthorized))
-                }
-            }
+            let allowed = method == warp::http::Method::GET
+                || method == warp::http::Method::HEAD
+                || token_matches(&daemon, header.as_deref());
+            async move { if allowed { Ok(()) } else { Err(warp::reject::custom(error::Unauthorized)) } }
         })
         .untuple_one()
+}
+
+/// Whether an `Authorization` header satisfies the configured token (always
+/// true when none is configured). Constant-time in the token's bytes.
+fn token_matches(daemon: &Daemon, header: Option<&str>) -> bool {
+    let Some(token) = daemon.config().token.as_deref() else { return true };
+    let given = header.and_then(|h| h.strip_prefix("Bearer ")).unwrap_or("");
+    subtle::ConstantTimeEq::ct_eq(given.as_bytes(), token.as_bytes()).into()
 }
 
 /// The result type of every handler.

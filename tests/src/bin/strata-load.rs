@@ -14,6 +14,16 @@
 //! `--count` instances on the simulated venue and reports the daemon's RSS
 //! and the handler calls it sustains.
 //!
+//! `strata-load stream`: starts `stratad`, connects `--subscribers`
+//! WebSocket subscribers to `/ws` plus `--stalled` that never read, then
+//! drives a burst of instance start/stop requests at `--rate` lifecycle
+//! events per second for `--seconds` from `--concurrency` HTTP clients. It
+//! reports the achieved event rate, the delivery latency of every delta to
+//! every subscriber (receive time minus the delta's `ts`; same machine, same
+//! clock) as p50/p99/max, gaps and resyncs, and the daemon's RSS before and
+//! after. Needs two file descriptors per subscriber in this process and one
+//! in the daemon: `ulimit -n 8192` first if the limit is lower.
+//!
 //! Only ever targets 127.0.0.1. Example:
 //! `cargo build --release -p strata-daemon -p strata-tests && target/release/strata-load --stratad target/release/stratad registry`
 
@@ -43,6 +53,8 @@ enum Measure {
     /// Usage index: page latency against instance count, targeted refresh
     /// time, and `runningOnly` on a large registry.
     Usage(UsageArgs),
+    /// WebSocket delta delivery latency under a burst of lifecycle events.
+    Stream(StreamArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -62,6 +74,28 @@ struct UsageArgs {
     /// Concurrent HTTP clients for bulk creates.
     #[arg(long, default_value_t = 8)]
     concurrency: usize,
+}
+
+#[derive(Debug, clap::Args)]
+struct StreamArgs {
+    /// WebSocket subscribers that read everything.
+    #[arg(long, default_value_t = 1000)]
+    subscribers: usize,
+    /// Subscribers that connect and never read.
+    #[arg(long, default_value_t = 1)]
+    stalled: usize,
+    /// Lifecycle events per second to aim for (each start or stop is one).
+    #[arg(long, default_value_t = 1000)]
+    rate: u64,
+    /// Seconds the burst lasts.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// Concurrent HTTP clients driving the burst.
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
+    /// Instances the burst starts and stops (created before subscribers connect).
+    #[arg(long, default_value_t = 200)]
+    instances: usize,
 }
 
 #[derive(Debug, clap::Args)]
@@ -164,6 +198,7 @@ async fn main() -> anyhow::Result<()> {
         Measure::Registry(args) => registry(&cli.stratad, args).await,
         Measure::Instances(args) => instances(&cli.stratad, args).await,
         Measure::Usage(args) => usage(&cli.stratad, args).await,
+        Measure::Stream(args) => stream::run(&cli.stratad, args).await,
     }
 }
 
@@ -488,4 +523,281 @@ async fn usage(stratad: &std::path::Path, args: UsageArgs) -> anyhow::Result<()>
     );
     anyhow::ensure!(refreshed == args.refreshed, "expected every instance refreshed");
     Ok(())
+}
+
+mod stream {
+    //! `strata-load stream`.
+
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::{Duration, Instant};
+
+    use anyhow::{Context, bail};
+    use futures_util::StreamExt;
+    use serde::Deserialize;
+    use time::OffsetDateTime;
+    use tokio::sync::watch;
+    use tokio_tungstenite::connect_async;
+    use tokio_tungstenite::tungstenite::Message;
+
+    use super::{StreamArgs, TRIVIAL, free_port, percentile, post_all, rss_kib, start};
+
+    /// The fields of a server message the measurement needs.
+    #[derive(Deserialize)]
+    struct Probe<'a> {
+        #[serde(rename = "type")]
+        kind: &'a str,
+        seq: Option<u64>,
+        #[serde(default, borrow)]
+        ts: Option<&'a str>,
+    }
+
+    /// What one subscriber saw.
+    #[derive(Default)]
+    struct Seen {
+        /// Delivery latencies in microseconds.
+        latencies: Vec<u32>,
+        deltas: u64,
+        gaps: u64,
+        resyncs: u64,
+        last: u64,
+    }
+
+    fn soft_nofile() -> anyhow::Result<u64> {
+        let limits = std::fs::read_to_string("/proc/self/limits")?;
+        let line = limits.lines().find(|l| l.starts_with("Max open files")).context("no open-files limit")?;
+        Ok(line.split_whitespace().nth(3).context("soft limit")?.parse().unwrap_or(u64::MAX))
+    }
+
+    /// Reads one subscriber's stream until it has seen `until`'s value (or
+    /// the connection ends).
+    async fn subscriber(url: String, mut until: watch::Receiver<u64>) -> anyhow::Result<Seen> {
+        let (mut ws, _) = connect_async(url).await?;
+        let mut seen = Seen::default();
+        loop {
+            let target = *until.borrow();
+            if target > 0 && seen.last >= target {
+                return Ok(seen);
+            }
+            let frame = tokio::select! {
+                frame = ws.next() => frame,
+                _ = until.changed() => continue,
+            };
+            let Some(frame) = frame else { return Ok(seen) };
+            let Message::Text(text) = frame? else { continue };
+            let now = OffsetDateTime::now_utc();
+            let probe: Probe = serde_json::from_str(&text)?;
+            match probe.kind {
+                "snapshot" => seen.last = probe.seq.context("snapshot seq")?,
+                "resync" => seen.resyncs += 1,
+                "delta" => {
+                    let seq = probe.seq.context("delta seq")?;
+                    if seq != seen.last + 1 {
+                        seen.gaps += seq.saturating_sub(seen.last + 1);
+                    }
+                    seen.last = seq;
+                    seen.deltas += 1;
+                    let ts =
+                        OffsetDateTime::parse(probe.ts.context("ts")?, &time::format_description::well_known::Rfc3339)?;
+                    seen.latencies.push((now - ts).whole_microseconds().clamp(0, u32::MAX as i128) as u32);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The bus's current `seq`, from a fresh snapshot.
+    async fn current_seq(url: &str) -> anyhow::Result<u64> {
+        let (mut ws, _) = connect_async(url).await?;
+        while let Some(frame) = ws.next().await {
+            if let Message::Text(text) = frame? {
+                let probe: Probe = serde_json::from_str(&text)?;
+                if probe.kind == "snapshot" {
+                    return probe.seq.context("snapshot seq");
+                }
+            }
+        }
+        bail!("no snapshot")
+    }
+
+    pub(super) async fn run(stratad: &std::path::Path, args: StreamArgs) -> anyhow::Result<()> {
+        let needed = 2 * (args.subscribers + args.stalled) as u64 + 256;
+        let limit = soft_nofile()?;
+        if limit < needed {
+            bail!("open-files limit {limit} is below the {needed} needed: run `ulimit -n {needed}` first");
+        }
+        let dir = tempfile::tempdir()?;
+        let port = free_port()?;
+        let (daemon, _) = start(stratad, dir.path(), port).await?;
+        let pid = daemon.0.id();
+        let base = format!("http://127.0.0.1:{port}");
+        let url = format!("ws://127.0.0.1:{port}/ws");
+        let client = reqwest::Client::new();
+        let upload = client
+            .post(format!("{base}/strategies/modules"))
+            .json(&serde_json::json!({"source": TRIVIAL, "tag": "v1"}))
+            .send()
+            .await?;
+        anyhow::ensure!(upload.status().is_success(), "upload failed");
+        let ids: Vec<String> = (0..args.instances).map(|i| format!("burst-{i}")).collect();
+        post_all(&base, &ids, args.concurrency, |id: &str| {
+            let body = serde_json::json!({"id": id, "strategy": {"identifier": "bench"},
+                "scope": {"sim": {"symbols": ["BTC-USDT"]}}, "autoStart": false});
+            ("/strategy/instances".to_owned(), body)
+        })
+        .await?;
+        let idle_rss = rss_kib(pid)?;
+
+        // Subscribers, connected 50 at a time.
+        let (until_tx, until_rx) = watch::channel(0u64);
+        let connecting = Instant::now();
+        let mut readers = Vec::with_capacity(args.subscribers);
+        for chunk in (0..args.subscribers).collect::<Vec<_>>().chunks(50) {
+            let mut batch = Vec::new();
+            for _ in chunk {
+                batch.push(tokio::spawn(subscriber(url.clone(), until_rx.clone())));
+            }
+            readers.extend(batch);
+            tokio::task::yield_now().await;
+        }
+        let mut stalled = Vec::new();
+        for _ in 0..args.stalled {
+            stalled.push(connect_async(url.as_str()).await?.0);
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let metrics = client.get(format!("{base}/metrics")).send().await?.text().await?;
+            let connected = metrics
+                .lines()
+                .find_map(|l| l.strip_prefix("strata_ws_subscribers "))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .unwrap_or(0.0);
+            if connected as usize >= args.subscribers + args.stalled {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("only {connected} subscribers connected after 60 s");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        println!(
+            "connected {} subscribers + {} stalled in {:.2} s",
+            args.subscribers,
+            args.stalled,
+            connecting.elapsed().as_secs_f64()
+        );
+        let start_seq = current_seq(&url).await?;
+        let before_rss = rss_kib(pid)?;
+
+        // The burst: each worker alternates start/stop over its share of the
+        // instances, paced to its share of the rate.
+        let sent = Arc::new(AtomicU64::new(0));
+        let burst = Instant::now();
+        let end = burst + Duration::from_secs(args.seconds);
+        let mut workers = Vec::new();
+        let shares: Vec<Vec<String>> =
+            ids.chunks(ids.len().div_ceil(args.concurrency).max(1)).map(|c| c.to_vec()).collect();
+        let per_worker = args.rate as f64 / shares.len() as f64;
+        for share in shares {
+            let (client, base, sent) = (reqwest::Client::new(), base.clone(), sent.clone());
+            workers.push(tokio::spawn(async move {
+                let mut running = vec![false; share.len()];
+                let mut i = 0usize;
+                let mut n = 0u64;
+                while Instant::now() < end {
+                    let due = burst + Duration::from_secs_f64(n as f64 / per_worker);
+                    tokio::time::sleep_until(due.into()).await;
+                    let at = i % share.len();
+                    let verb = if running[at] { "stop" } else { "start" };
+                    let response = client
+                        .post(format!("{base}/strategy/instances/{}/{verb}", share[at]))
+                        .json(&serde_json::json!({}))
+                        .send()
+                        .await?;
+                    anyhow::ensure!(response.status().is_success(), "{verb}: {}", response.text().await?);
+                    running[at] = !running[at];
+                    sent.fetch_add(1, Ordering::Relaxed);
+                    i += 1;
+                    n += 1;
+                }
+                anyhow::Ok(())
+            }));
+        }
+        for worker in workers {
+            worker.await??;
+        }
+        let burst_elapsed = burst.elapsed();
+        let gauge = |metrics: String, name: &str| {
+            metrics.lines().find_map(|l| l.strip_prefix(name)).unwrap_or("?").trim().to_owned()
+        };
+        let connected_after =
+            gauge(client.get(format!("{base}/metrics")).send().await?.text().await?, "strata_ws_subscribers ");
+        let end_seq = current_seq(&url).await?;
+        let events = end_seq - start_seq;
+        until_tx.send(end_seq)?;
+
+        let mut all = Vec::new();
+        let (mut incomplete, mut gaps, mut resyncs, mut failed) = (0, 0, 0, 0);
+        let draining = Instant::now();
+        for reader in readers {
+            match tokio::time::timeout(Duration::from_secs(60), reader).await {
+                Ok(Ok(Ok(seen))) => {
+                    if seen.last < end_seq || seen.deltas < events {
+                        incomplete += 1;
+                    }
+                    gaps += seen.gaps;
+                    resyncs += seen.resyncs;
+                    all.extend(seen.latencies);
+                }
+                Ok(Ok(Err(e))) => {
+                    failed += 1;
+                    eprintln!("subscriber failed: {e:#}");
+                }
+                _ => failed += 1,
+            }
+        }
+        let after_rss = rss_kib(pid)?;
+        let resyncs_total =
+            gauge(client.get(format!("{base}/metrics")).send().await?.text().await?, "strata_ws_resyncs_total ");
+        drop(stalled);
+        all.sort_unstable();
+        anyhow::ensure!(!all.is_empty(), "no delta was received");
+        let ms = |us: u32| f64::from(us) / 1e3;
+        let as_durations: Vec<Duration> = all.iter().map(|&us| Duration::from_micros(u64::from(us))).collect();
+        println!(
+            "burst: {} HTTP requests, {events} lifecycle events in {:.2} s = {:.0} events/s (target {}/s)",
+            sent.load(Ordering::Relaxed),
+            burst_elapsed.as_secs_f64(),
+            events as f64 / burst_elapsed.as_secs_f64(),
+            args.rate
+        );
+        println!(
+            "delivered {} deltas to {} subscribers ({:.0} deltas/s written); drained {:.2} s after the burst",
+            all.len(),
+            args.subscribers,
+            all.len() as f64 / burst_elapsed.as_secs_f64(),
+            draining.elapsed().as_secs_f64()
+        );
+        println!(
+            "latency ts->receive: p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
+            percentile(&as_durations, 0.5).as_secs_f64() * 1e3,
+            percentile(&as_durations, 0.99).as_secs_f64() * 1e3,
+            ms(*all.last().expect("non-empty"))
+        );
+        println!(
+            "subscribers missing deltas: {incomplete}; gaps: {gaps}; resyncs seen by readers: {resyncs}; failed: {failed}"
+        );
+        println!(
+            "daemon: strata_ws_subscribers right after the burst = {connected_after} (stalled included); \
+             strata_ws_resyncs_total = {resyncs_total}"
+        );
+        println!(
+            "daemon RSS: idle {:.1} MiB; with subscribers before the burst {:.1} MiB; after {:.1} MiB",
+            idle_rss as f64 / 1024.0,
+            before_rss as f64 / 1024.0,
+            after_rss as f64 / 1024.0
+        );
+        drop(daemon);
+        Ok(())
+    }
 }

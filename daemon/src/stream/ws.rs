@@ -1,0 +1,337 @@
+//! One `GET /ws` subscriber (SPEC §3.1, §3.2): the connection task that turns
+//! the delta [`Bus`](super::Bus) into WebSocket messages.
+//!
+//! Per connection there is exactly one task and no queue of its own: live
+//! deltas wait in the bus's broadcast ring, which is the bound on how far a
+//! subscriber may fall behind (`[usage] stream_queue`). A subscriber that
+//! falls further behind is told `resync` and gets a fresh snapshot flagged
+//! `reset`; one whose socket accepts nothing for [`Settings::send_timeout`]
+//! is dropped. Publishers never wait for any of this.
+//!
+//! Ordering: the task subscribes to the bus *before* taking a snapshot, and
+//! the snapshot is taken under the usage index's lock (the lock every delta
+//! is published under), so every delta after `snapshot.seq` is received and
+//! every delta at or before it is dropped.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use parking_lot::Mutex;
+use serde::Serialize;
+use strata_shared::HashRef;
+use strata_shared::names::is_valid_strategy_name;
+use strata_shared::stream::{ClientMessage, Delta, Filter, ServerMessage};
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+use tokio::time::{Instant, MissedTickBehavior, timeout};
+use warp::ws::Message;
+
+use super::Receiver;
+use crate::metrics::Metrics;
+use crate::usage::UsageIndex;
+
+/// Timing and batching of one connection.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// How often the server pings.
+    pub ping_every: Duration,
+    /// The connection is closed when nothing (no pong, no message) has been
+    /// heard from the client for this long.
+    pub idle_timeout: Duration,
+    /// Longest a write (one message or one batch) may take before the
+    /// subscriber is dropped as stuck.
+    pub send_timeout: Duration,
+    /// Most deltas written per flush when several are waiting.
+    pub batch: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            ping_every: Duration::from_secs(15),
+            idle_timeout: Duration::from_secs(30),
+            send_timeout: Duration::from_secs(10),
+            batch: 64,
+        }
+    }
+}
+
+/// Why a connection ended (for logs and tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// The client closed the connection or it broke.
+    ClientGone,
+    /// A write did not complete within [`Settings::send_timeout`].
+    SendTimeout,
+    /// Nothing was heard from the client within [`Settings::idle_timeout`].
+    Idle,
+    /// The bus closed (the daemon is shutting down).
+    BusClosed,
+}
+
+/// A delta serialized as `{"type":"delta",…}` without cloning it.
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+enum Outgoing<'a> {
+    Delta(&'a Delta),
+}
+
+/// Slots of the shared encoding cache (see [`delta_text`]).
+const ENCODED_SLOTS: usize = 1024;
+
+/// Recently encoded deltas, by `seq` modulo the slot count. The `Weak` pins
+/// the delta's allocation, so pointer equality proves it is the same delta
+/// (even across several buses in one process, as in tests).
+#[allow(clippy::type_complexity)]
+static ENCODED: [Mutex<Option<(Weak<Delta>, Arc<str>)>>; ENCODED_SLOTS] = [const { Mutex::new(None) }; ENCODED_SLOTS];
+
+/// A delta as a `{"type":"delta",…}` message, encoded once and shared by
+/// every subscriber writing it (encoding per subscriber would multiply the
+/// serialization work by the number of subscribers).
+fn delta_text(delta: &Arc<Delta>) -> Message {
+    let slot = &ENCODED[(delta.seq % ENCODED_SLOTS as u64) as usize];
+    let cached =
+        slot.lock().as_ref().filter(|(weak, _)| weak.as_ptr() == Arc::as_ptr(delta)).map(|(_, json)| json.clone());
+    let json = cached.unwrap_or_else(|| {
+        // Encoded outside the lock; two subscribers racing here both encode, harmlessly.
+        let json: Arc<str> = serde_json::to_string(&Outgoing::Delta(delta)).expect("stream messages serialize").into();
+        *slot.lock() = Some((Arc::downgrade(delta), json.clone()));
+        json
+    });
+    Message::text(&*json)
+}
+
+fn text<T: Serialize>(message: &T) -> Message {
+    // Serializing these types cannot fail: no maps with non-string keys, no
+    // custom serializers that error.
+    Message::text(serde_json::to_string(message).expect("stream messages serialize"))
+}
+
+/// Normalises a `subscribe` into a [`Filter`]: strategy names validated,
+/// hashes (`sha256:<hex>`, bare hex, prefixes of at least 8 hex digits) made
+/// canonical `sha256:<lowercase hex>` prefixes. Duplicates are dropped.
+pub fn normalise(strategies: Vec<String>, hashes: Vec<String>) -> Result<Filter, String> {
+    let mut filter = Filter::default();
+    for strategy in strategies {
+        if !is_valid_strategy_name(&strategy) {
+            return Err(format!("\"{strategy}\" is not a valid strategy name"));
+        }
+        if !filter.strategies.contains(&strategy) {
+            filter.strategies.push(strategy);
+        }
+    }
+    for hash in hashes {
+        let canonical = HashRef::parse(&hash)
+            .map_err(|_| format!("\"{hash}\" is not a hash or a hash prefix of at least 8 hex digits"))?
+            .to_string();
+        if !filter.hashes.contains(&canonical) {
+            filter.hashes.push(canonical);
+        }
+    }
+    Ok(filter)
+}
+
+struct GaugeGuard<'a>(&'a Metrics);
+
+impl Drop for GaugeGuard<'_> {
+    fn drop(&mut self) {
+        self.0.ws_subscribers.dec();
+    }
+}
+
+struct Connection<'a, S> {
+    socket: S,
+    usage: &'a UsageIndex,
+    metrics: &'a Metrics,
+    settings: &'a Settings,
+    filter: Filter,
+    /// Deltas at or below this `seq` are already in what the client has.
+    floor: u64,
+}
+
+impl<S, E> Connection<'_, S>
+where
+    S: Sink<Message, Error = E> + Unpin,
+{
+    /// Writes `messages` and flushes, within the send timeout.
+    async fn write(&mut self, messages: Vec<Message>) -> Result<(), Ended> {
+        let socket = &mut self.socket;
+        let written = timeout(self.settings.send_timeout, async move {
+            for message in messages {
+                socket.feed(message).await?;
+            }
+            socket.flush().await
+        })
+        .await;
+        match written {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(Ended::ClientGone),
+            Err(_) => Err(Ended::SendTimeout),
+        }
+    }
+
+    async fn send(&mut self, message: &ServerMessage) -> Result<(), Ended> {
+        self.write(vec![text(message)]).await
+    }
+
+    /// Subscribes, then snapshots (see the module docs for why that order),
+    /// sends the snapshot and returns the receiver.
+    async fn snapshot(&mut self, reset: bool) -> Result<Receiver, Ended> {
+        let receiver = self.usage.bus().subscribe();
+        let snapshot = self.usage.snapshot(reset);
+        self.floor = snapshot.seq;
+        self.send(&ServerMessage::Snapshot(snapshot)).await?;
+        Ok(receiver)
+    }
+
+    /// Sends `{"type":"resync"}` and a fresh `reset` snapshot after the
+    /// client fell `missed` deltas behind.
+    async fn resync(&mut self, missed: u64) -> Result<Receiver, Ended> {
+        self.metrics.ws_resyncs.inc();
+        self.send(&ServerMessage::Resync { reason: "lagged".into(), missed }).await?;
+        self.snapshot(true).await
+    }
+
+    /// Writes the deltas the filter keeps in one flush.
+    async fn deltas(&mut self, deltas: &[Arc<Delta>]) -> Result<(), Ended> {
+        let messages: Vec<Message> =
+            deltas.iter().filter(|d| d.seq > self.floor && self.filter.keeps(d)).map(delta_text).collect();
+        if let Some(last) = deltas.last() {
+            self.floor = self.floor.max(last.seq);
+        }
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let sent = messages.len() as u64;
+        self.write(messages).await?;
+        self.metrics.ws_deltas_sent.inc_by(sent);
+        Ok(())
+    }
+
+    /// Answers one text message from the client.
+    async fn client_text(&mut self, body: &str) -> Result<(), Ended> {
+        let answer = match serde_json::from_str::<ClientMessage>(body) {
+            Ok(ClientMessage::Subscribe { strategies, hashes }) => match normalise(strategies, hashes) {
+                Ok(filter) => {
+                    let answer = ServerMessage::Subscribed {
+                        strategies: filter.strategies.clone(),
+                        hashes: filter.hashes.clone(),
+                    };
+                    self.filter = filter;
+                    answer
+                }
+                Err(error) => ServerMessage::Error { error },
+            },
+            Err(e) => ServerMessage::Error { error: format!("unrecognised message: {e}") },
+        };
+        self.send(&answer).await
+    }
+}
+
+/// Serves one subscriber until it leaves, stalls or the daemon stops.
+///
+/// Without `since` the client gets a snapshot; with it, `resumed` and the
+/// missed deltas when the bus still buffers them, else a snapshot flagged
+/// `reset` (counted in `strata_ws_resyncs_total`). Then live deltas, in
+/// `seq` order, through the client's filter.
+pub async fn serve<S, E, F>(
+    socket: S,
+    usage: &UsageIndex,
+    metrics: &Metrics,
+    since: Option<u64>,
+    settings: &Settings,
+) -> Ended
+where
+    S: Sink<Message, Error = E> + Stream<Item = Result<Message, F>> + Unpin,
+{
+    metrics.ws_subscribers.inc();
+    let _gauge = GaugeGuard(metrics);
+    let mut connection = Connection { socket, usage, metrics, settings, filter: Filter::default(), floor: 0 };
+    let ended = match run(&mut connection, since).await {
+        Ok(never) => match never {},
+        Err(ended) => ended,
+    };
+    if ended != Ended::SendTimeout {
+        // Best effort, and bounded: the client may be gone already.
+        let _ = timeout(settings.send_timeout, connection.socket.close()).await;
+    }
+    tracing::debug!(?ended, "WebSocket subscriber left");
+    ended
+}
+
+async fn run<S, E, F>(connection: &mut Connection<'_, S>, since: Option<u64>) -> Result<std::convert::Infallible, Ended>
+where
+    S: Sink<Message, Error = E> + Stream<Item = Result<Message, F>> + Unpin,
+{
+    let settings = connection.settings.clone();
+    let resumed = since.and_then(|since| connection.usage.bus().resume(since).map(|r| (since, r)));
+    let mut receiver = match (since, resumed) {
+        (None, _) => connection.snapshot(false).await?,
+        (Some(_), Some((since, (missed, receiver)))) => {
+            connection.floor = since;
+            connection.send(&ServerMessage::Resumed { since }).await?;
+            connection.deltas(&missed).await?;
+            receiver
+        }
+        (Some(_), None) => {
+            connection.metrics.ws_resyncs.inc();
+            connection.snapshot(true).await?
+        }
+    };
+
+    let mut ping = tokio::time::interval_at(Instant::now() + settings.ping_every, settings.ping_every);
+    ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut heard = Instant::now();
+    let mut batch = Vec::with_capacity(settings.batch);
+    loop {
+        tokio::select! {
+            frame = connection.socket.next() => {
+                let Some(Ok(frame)) = frame else { return Err(Ended::ClientGone) };
+                heard = Instant::now();
+                if frame.is_close() {
+                    return Err(Ended::ClientGone);
+                }
+                if let Ok(body) = frame.to_str() {
+                    connection.client_text(body).await?;
+                } else if frame.is_binary() {
+                    connection.send(&ServerMessage::Error { error: "binary messages are not understood".into() }).await?;
+                }
+                // Pings are answered by the WebSocket layer; pongs only count as "heard".
+            }
+            received = receiver.recv() => {
+                let mut lagged = match received {
+                    Ok(delta) => {
+                        batch.push(delta);
+                        None
+                    }
+                    Err(RecvError::Lagged(missed)) => Some(missed),
+                    Err(RecvError::Closed) => return Err(Ended::BusClosed),
+                };
+                while lagged.is_none() && batch.len() < settings.batch {
+                    match receiver.try_recv() {
+                        Ok(delta) => batch.push(delta),
+                        Err(TryRecvError::Lagged(missed)) => lagged = Some(missed),
+                        Err(TryRecvError::Empty) => break,
+                        Err(TryRecvError::Closed) => return Err(Ended::BusClosed),
+                    }
+                }
+                let deltas = std::mem::take(&mut batch);
+                connection.deltas(&deltas).await?;
+                batch = deltas;
+                batch.clear();
+                if let Some(missed) = lagged {
+                    receiver = connection.resync(missed).await?;
+                }
+            }
+            _ = ping.tick() => {
+                if heard.elapsed() >= settings.idle_timeout {
+                    return Err(Ended::Idle);
+                }
+                connection.write(vec![Message::ping(Vec::new())]).await?;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
