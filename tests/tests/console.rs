@@ -16,7 +16,10 @@ use tokio::sync::mpsc;
 
 /// The row of `name` in the strategies view, as drawn.
 fn row<'a>(screen: &'a str, name: &str) -> &'a str {
-    screen.lines().find(|line| line.contains(&format!(" {name} "))).unwrap_or_else(|| panic!("no {name} row in\n{screen}"))
+    screen
+        .lines()
+        .find(|line| line.contains(&format!(" {name} ")))
+        .unwrap_or_else(|| panic!("no {name} row in\n{screen}"))
 }
 
 #[tokio::test]
