@@ -168,3 +168,27 @@ async fn batch_restart_and_repin_by_hash() {
     let (status, _) = d.post("/strategies/modules/nobody/restart", json!({})).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn a_restart_that_fails_is_reported_failed_on_its_new_pin() {
+    let d = TestDaemon::start().await;
+    let v1 = d.upload(&module("brittle", 1), "v1").await;
+    d.create_instance("b1", "brittle", true).await;
+    d.create_instance("b0", "brittle", false).await;
+    // v2's create() throws: the re-pin succeeds, the restart cannot.
+    let broken = module("brittle", 2).replace("let seen = 0;", "throw new Error('no start');");
+    let v2 = d.upload(&broken, "v2").await;
+    let results = refresh(&d, json!({"strategies": ["brittle"]})).await;
+    let failed = reason_of(&results, "b1");
+    assert_eq!(failed, "failed", "{results:?}");
+    let b1 = results.iter().find(|r| r["instances"][0] == "b1").unwrap();
+    assert_eq!((b1["hash"].clone(), b1["previousHash"].clone()), (json!(v2), json!(v1)), "{b1}");
+    assert!(b1["error"].as_str().unwrap().contains("no start"), "{b1}");
+    assert_eq!(reason_of(&results, "b0"), "refreshed", "a stopped instance is only re-pinned");
+    let view = view(&d, "b1").await;
+    assert_eq!((view["state"].clone(), view["strategy"]["hash"].clone()), (json!("failed"), json!(v2)));
+    let (_, metrics) = d.get("/metrics").await;
+    let failed =
+        metrics.as_str().unwrap().lines().find(|l| l.starts_with("strata_refresh_results_total{reason=\"failed\"}"));
+    assert_eq!(failed.and_then(|l| l.rsplit(' ').next()), Some("1"));
+}

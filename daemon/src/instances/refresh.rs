@@ -138,8 +138,14 @@ impl Instances {
         let mut outcomes = self.repin_many(moves).into_iter();
         for result in per_instance.iter_mut().filter(|r| r.reason == RefreshReason::Refreshed) {
             if let Some(Err(error)) = outcomes.next() {
+                // Re-pinned but not restarted, or not moved at all: say where
+                // the instance is pinned now.
+                let id = &result.instances[0];
+                let now = self.slot(id).ok().map(|slot| slot.lock().record.hash);
                 result.reason = RefreshReason::Failed;
-                result.hash = result.previous_hash.take();
+                if now == result.previous_hash {
+                    result.hash = result.previous_hash.take();
+                }
                 result.error = Some(error.to_string());
             }
         }
@@ -337,7 +343,11 @@ impl Instances {
         };
         ids.into_iter()
             .zip(outcomes)
-            .map(|(id, outcome)| batch_result(id, from, target, from != target, outcome))
+            .map(|(id, outcome)| {
+                // A failed restart leaves the instance on the new pin.
+                let now = self.slot(&id).ok().map_or(from, |slot| slot.lock().record.hash);
+                batch_result(id, from, now, from != target, outcome)
+            })
             .collect()
     }
 }
@@ -352,7 +362,7 @@ fn batch_result(
     let (hash, reason, error) = match outcome {
         Ok(()) if acted => (hash, RefreshReason::Refreshed, None),
         Ok(()) => (hash, RefreshReason::AlreadyPinned, None),
-        Err(e) => (previous, RefreshReason::Failed, Some(e.to_string())),
+        Err(e) => (hash, RefreshReason::Failed, Some(e.to_string())),
     };
     strata_shared::api::BatchResult { instance_id: id, previous_hash: previous, hash, reason, error }
 }
