@@ -29,6 +29,11 @@ pub struct Metrics {
     pub refresh_results: IntCounterVec,
     /// JavaScript handler errors and sandbox interrupts.
     pub js: JsMetrics,
+    /// Instances whose selector resolves elsewhere now, per strategy
+    /// (computed at scrape time).
+    pub instances_drifting: IntGaugeVec,
+    /// Retired revisions per strategy (computed at scrape time).
+    pub revisions_retired: IntGaugeVec,
     /// WebSocket subscribers connected now.
     pub ws_subscribers: IntGauge,
     /// Deltas written to WebSocket subscribers.
@@ -108,6 +113,19 @@ impl Metrics {
             )
             .expect("valid metric"),
         };
+        let instances_drifting = IntGaugeVec::new(
+            Opts::new(
+                "strata_instances_drifting",
+                "Instances whose selector now resolves to another revision than their pin.",
+            ),
+            &["strategy"],
+        )
+        .expect("valid metric");
+        let revisions_retired = IntGaugeVec::new(
+            Opts::new("strata_revisions_retired", "Revisions with no running instance, no tag, past the grace period."),
+            &["strategy"],
+        )
+        .expect("valid metric");
         let ws_subscribers = IntGauge::new("strata_ws_subscribers", "WebSocket usage-stream subscribers connected.")
             .expect("valid metric");
         let ws_deltas_sent = IntCounter::new("strata_ws_deltas_sent_total", "Deltas written to WebSocket subscribers.")
@@ -121,6 +139,8 @@ impl Metrics {
             Box::new(refresh_results.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(js.handler_errors.clone()),
             Box::new(js.interrupts.clone()),
+            Box::new(instances_drifting.clone()),
+            Box::new(revisions_retired.clone()),
             Box::new(ws_subscribers.clone()),
             Box::new(ws_deltas_sent.clone()),
             Box::new(ws_resyncs.clone()),
@@ -146,6 +166,8 @@ impl Metrics {
             revision_actions,
             refresh_results,
             js,
+            instances_drifting,
+            revisions_retired,
             ws_subscribers,
             ws_deltas_sent,
             ws_resyncs,

@@ -159,6 +159,7 @@ async fn drift_grace_period_and_refresh_and_js_metrics() {
     assert_eq!((follower["drift"].clone(), follower["resolvesTo"].clone()), (json!(true), json!(v2)));
     let (_, drifting) = d.get("/strategy/instances?drift=true").await;
     assert_eq!(ids(&drifting), ["follower"]);
+    assert_eq!(series(&d, "strata_instances_drifting", &["strategy=\"drifty\""]).await, Some(1.0));
     let (_, steady) = d.get("/strategy/instances?drift=false&strategy=drifty").await;
     assert_eq!(ids(&steady), ["pinned"]);
     let (_, export) = d.get("/strategies/registry").await;
@@ -173,6 +174,7 @@ async fn drift_grace_period_and_refresh_and_js_metrics() {
     assert_eq!((refreshed, pinned), (Some(1.0), Some(1.0)));
     let (_, drifting) = d.get("/strategy/instances?drift=true").await;
     assert_eq!(drifting["total"], 0);
+    assert_eq!(series(&d, "strata_instances_drifting", &["strategy=\"drifty\""]).await, None);
 
     // v1 loses its last runner and its tag, but the grace period keeps it
     // from retiring; a revision that never ran has nothing to wait for.
@@ -185,6 +187,8 @@ async fn drift_grace_period_and_refresh_and_js_metrics() {
     d.delete("/strategies/modules/drifty/tags/v3?allowOrphan=true").await;
     let (_, never) = d.get(&format!("/strategies/modules/drifty@{v3}/usage")).await;
     assert_eq!(never["usage"]["retired"], true, "{never}");
+    let retired = series(&d, "strata_revisions_retired", &["strategy=\"drifty\""]).await;
+    assert_eq!(retired, Some(1.0), "v3 only: v1 is inside its grace period");
 
     // A handler that throws is counted daemon-wide.
     let throws = module("thrower", 1).replace("seen += 1;", "throw new Error('boom');");

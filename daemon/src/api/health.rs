@@ -43,6 +43,18 @@ async fn healthz(daemon: Daemon) -> ApiResult {
 }
 
 fn metrics(daemon: Daemon) -> ApiResult {
-    let body = daemon.metrics().render();
+    // Drift and retirement depend on the clock and on resolution, so they
+    // are counted when scraped: one resolution per distinct (revision,
+    // selector), one pass over the usage entries.
+    let metrics = daemon.metrics();
+    metrics.instances_drifting.reset();
+    for (strategy, count) in daemon.instances().drift_by_strategy() {
+        metrics.instances_drifting.with_label_values(&[&*strategy]).set(count as i64);
+    }
+    metrics.revisions_retired.reset();
+    for (strategy, count) in daemon.usage().retired_by_strategy(time::OffsetDateTime::now_utc()) {
+        metrics.revisions_retired.with_label_values(&[&*strategy]).set(count as i64);
+    }
+    let body = metrics.render();
     Ok(warp::reply::with_header(body, "content-type", "text/plain; version=0.0.4; charset=utf-8").into_response())
 }

@@ -701,6 +701,19 @@ impl Instances {
         (page, total)
     }
 
+    /// How many instances drift, per strategy with any (see [`Instances::drifting`]).
+    pub fn drift_by_strategy(&self) -> BTreeMap<Arc<str>, usize> {
+        let mut counts = BTreeMap::new();
+        for (strategy, hash, _) in self.usage.pinned_selectors() {
+            for (selector, followers) in self.usage.selectors(&strategy, hash) {
+                if self.registry.resolve(&selector).is_ok_and(|r| r.hash != hash) {
+                    *counts.entry(strategy.clone()).or_default() += followers;
+                }
+            }
+        }
+        counts
+    }
+
     /// Ids of every instance whose selector now resolves to another hash
     /// than its pin, by id: one resolution per distinct (revision, selector).
     pub fn drifting(&self) -> Vec<String> {

@@ -523,6 +523,18 @@ impl UsageIndex {
             .collect()
     }
 
+    /// How many revisions are retired at `now`, per strategy with any.
+    pub fn retired_by_strategy(&self, now: OffsetDateTime) -> BTreeMap<Arc<str>, usize> {
+        let inner = self.inner.lock();
+        let mut counts = BTreeMap::new();
+        for ((strategy, _), entry) in &inner.entries {
+            if entry.is_retired(now, self.retire_after) {
+                *counts.entry(strategy.clone()).or_default() += 1;
+            }
+        }
+        counts
+    }
+
     /// Whether any instance of `strategy` runs.
     pub fn strategy_running(&self, strategy: &str) -> bool {
         self.inner.lock().running_strategies.contains_key(strategy)
