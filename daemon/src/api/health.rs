@@ -14,7 +14,15 @@ use crate::daemon::Daemon;
 pub(super) fn routes(daemon: &Daemon) -> BoxedFilter<(Response,)> {
     let healthz = warp::path!("healthz").and(warp::get()).and(with_daemon(daemon)).then(healthz);
     let metrics = warp::path!("metrics").and(warp::get()).and(with_daemon(daemon)).map(metrics);
-    route(daemon, "GET", "/healthz", healthz).or(route(daemon, "GET", "/metrics", metrics)).unify().boxed()
+    let openapi = warp::path!("openapi.json")
+        .and(warp::get())
+        .map(|| -> ApiResult { Ok(json_reply(StatusCode::OK, &super::openapi::document())) });
+    route(daemon, "GET", "/healthz", healthz)
+        .or(route(daemon, "GET", "/metrics", metrics))
+        .unify()
+        .or(route(daemon, "GET", "/openapi.json", openapi))
+        .unify()
+        .boxed()
 }
 
 async fn healthz(daemon: Daemon) -> ApiResult {

@@ -6,6 +6,7 @@ mod error;
 mod health;
 mod instances;
 mod modules;
+pub mod openapi;
 mod stream;
 
 use std::convert::Infallible;
@@ -82,6 +83,10 @@ fn route<F>(daemon: &Daemon, method: &'static str, template: &'static str, filte
 where
     F: Filter<Extract = (ApiResult,), Error = Rejection> + Clone + Send + Sync + 'static,
 {
+    debug_assert!(
+        openapi::documented(method, template),
+        "route {method} {template} is missing from api::openapi::ROUTES"
+    );
     let histogram = daemon.metrics().http_request_duration.clone();
     warp::any()
         .map(Instant::now)
