@@ -192,3 +192,37 @@ async fn a_restart_that_fails_is_reported_failed_on_its_new_pin() {
         metrics.as_str().unwrap().lines().find(|l| l.starts_with("strata_refresh_results_total{reason=\"failed\"}"));
     assert_eq!(failed.and_then(|l| l.rsplit(' ').next()), Some("1"));
 }
+
+#[tokio::test]
+async fn rolling_back_to_an_older_schema_drops_only_filled_in_defaults() {
+    let d = TestDaemon::start().await;
+    let v1 = d.upload(&module("schema", 1), "v1").await;
+    d.create_instance("follows", "schema", true).await;
+    let with_extra = module("schema", 2).replace(
+        r#"config: [{ name: "lookback", type: "int", default: 20, required: false }]"#,
+        r#"config: [{ name: "lookback", type: "int", default: 20, required: false }, { name: "extra", type: "int", default: 5, required: false }]"#,
+    );
+    let v2 = d.upload(&with_extra, "v2").await;
+    let results = refresh(&d, json!({"strategies": ["schema"]})).await;
+    assert_eq!(reason_of(&results, "follows"), "refreshed");
+    assert_eq!(view(&d, "follows").await["strategy"]["config"]["extra"], 5, "v2's default filled in");
+    d.post(
+        "/strategy/instances",
+        json!({"id": "chosen", "strategy": {"identifier": format!("schema@{v2}"), "config": {"extra": 7}},
+        "scope": {"sim": {"symbols": ["BTC-USDT"]}}}),
+    )
+    .await;
+
+    let (status, answer) =
+        d.post(&format!("/strategies/modules/schema@{v2}/repin"), json!({"to": format!("schema@{v1}")})).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let result =
+        |id: &str| answer["results"].as_array().unwrap().iter().find(|r| r["instanceId"] == id).unwrap().clone();
+    assert_eq!(result("follows")["reason"], "refreshed", "{answer}");
+    let follows = view(&d, "follows").await;
+    assert_eq!((follows["strategy"]["hash"].clone(), follows["state"].clone()), (json!(v1), json!("running")));
+    assert!(follows["strategy"]["config"].get("extra").is_none(), "{follows}");
+    assert_eq!(result("chosen")["reason"], "failed", "a value someone set is not dropped: {answer}");
+    assert!(result("chosen")["error"].as_str().unwrap().contains("extra"), "{answer}");
+    assert_eq!(view(&d, "chosen").await["strategy"]["hash"], v2.as_str(), "left where it was");
+}

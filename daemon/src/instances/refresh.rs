@@ -254,14 +254,14 @@ impl Instances {
             let s = slot.lock();
             (s.record.clone(), s.state)
         };
-        let metadata = self
-            .registry
-            .read(|st| st.revision(&hash).map(|r| r.metadata.clone()))
-            .ok_or_else(|| InstanceError::Conflict(format!("revision {hash} is not loaded")))?;
-        let config =
-            validate_config(&metadata, &serde_json::Value::Object(record.config.clone())).map_err(|errors| {
-                InstanceError::BadRequest(format!("config does not fit {hash}: {}", errors.join("; ")))
-            })?;
+        let (metadata, current) = self.registry.read(|st| {
+            (st.revision(&hash).map(|r| r.metadata.clone()), st.revision(&record.hash).map(|r| r.metadata.clone()))
+        });
+        let metadata = metadata.ok_or_else(|| InstanceError::Conflict(format!("revision {hash} is not loaded")))?;
+        let config = carry_config(&record.config, current.as_deref(), &metadata);
+        let config = validate_config(&metadata, &serde_json::Value::Object(config)).map_err(|errors| {
+            InstanceError::BadRequest(format!("config does not fit {hash}: {}", errors.join("; ")))
+        })?;
         let was_running = state == InstanceState::Running;
         if was_running {
             self.stop_inner(id, false)?;
@@ -284,6 +284,26 @@ impl Instances {
     pub fn repin(&self, id: &str, hash: RevisionHash, selector: Option<String>) -> Result<(), InstanceError> {
         self.repin_many(vec![(id.to_owned(), hash, selector)]).pop().expect("one outcome per move")
     }
+}
+
+/// The config an instance takes to another revision. Fields the target's
+/// schema does not know are dropped when they only hold the default the
+/// current revision filled in (nobody chose them), so rolling back to an
+/// older schema works; a value someone set is kept, and a target that does
+/// not accept it refuses the move.
+fn carry_config(
+    config: &serde_json::Map<String, serde_json::Value>,
+    current: Option<&strata_shared::metadata::ModuleMetadata>,
+    target: &strata_shared::metadata::ModuleMetadata,
+) -> serde_json::Map<String, serde_json::Value> {
+    let is_filled_default = |key: &str, value: &serde_json::Value| {
+        current.and_then(|m| m.config.iter().find(|f| f.name == key)).and_then(|f| f.default.as_ref()) == Some(value)
+    };
+    config
+        .iter()
+        .filter(|(key, value)| target.config.iter().any(|f| f.name == **key) || !is_filled_default(key, value))
+        .map(|(key, value)| (key.clone(), value.clone()))
+        .collect()
 }
 
 /// Instances re-pinned per transaction and restart wave.
