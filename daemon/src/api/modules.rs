@@ -149,9 +149,11 @@ fn module_summary(
     only: Option<RevisionHash>,
     running_only: bool,
 ) -> ModuleSummary {
-    let hashes = strategy.revisions.keys().copied().filter(|h| only.is_none_or(|o| o == *h));
-    let running: Vec<RunningInfo> = usage
-        .running_revisions(name, hashes, RUNNING_IDS_IN_SUMMARY)
+    let mut in_use = usage.running_revisions(name, only, RUNNING_IDS_IN_SUMMARY);
+    // Oldest revision first; a revision the registry no longer has is not listed.
+    in_use.retain(|(hash, _, _)| strategy.revisions.contains_key(hash));
+    in_use.sort_by_key(|(hash, _, _)| strategy.revisions.get_index_of(hash));
+    let running: Vec<RunningInfo> = in_use
         .into_iter()
         .map(|(hash, summary, instances)| RunningInfo {
             hash,
@@ -168,11 +170,17 @@ fn module_summary(
         .filter(|rev| !running_only || running.iter().any(|r| r.hash == rev.hash))
         .map(|rev| revision_info(usage, strategy, rev))
         .collect();
-    let mut tag_aliases = tag_aliases(strategy);
-    if running_only {
+    let tag_aliases = if running_only {
         // The live view: the tags on the revisions shown.
-        tag_aliases.retain(|_, hash| running.iter().any(|r| r.hash == *hash));
-    }
+        strategy
+            .tags
+            .iter()
+            .filter(|(_, hash)| running.iter().any(|r| r.hash == **hash))
+            .map(|(tag, hash)| (tag.clone(), *hash))
+            .collect()
+    } else {
+        tag_aliases(strategy)
+    };
     ModuleSummary {
         name: name.to_string(),
         tag_aliases,

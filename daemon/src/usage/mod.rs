@@ -547,21 +547,25 @@ impl UsageIndex {
         (inner.running_strategies.keys().skip(offset).take(limit).cloned().collect(), total)
     }
 
-    /// Revisions of `strategy` with running instances: hash, summary and up
-    /// to `ids` running ids.
+    /// Revisions of `strategy` with running instances (all, or only `only`):
+    /// hash, summary and up to `ids` running ids. Visits only the revisions
+    /// with pinned instances, not every revision of the strategy.
     pub fn running_revisions(
         &self,
         strategy: &Arc<str>,
-        hashes: impl Iterator<Item = RevisionHash>,
+        only: Option<RevisionHash>,
         ids: usize,
     ) -> Vec<(RevisionHash, Summary, Vec<String>)> {
         let inner = self.inner.lock();
+        let Some(hashes) = inner.pinned_hashes.get(strategy) else { return Vec::new() };
         let now = OffsetDateTime::now_utc();
         hashes
+            .keys()
+            .filter(|hash| only.is_none_or(|o| o == **hash))
             .filter_map(|hash| {
-                let e = inner.entries.get(&(strategy.clone(), hash))?;
+                let e = inner.entries.get(&(strategy.clone(), *hash))?;
                 (!e.running.is_empty())
-                    .then(|| (hash, self.summarise(Some(e), now), e.running.iter().take(ids).cloned().collect()))
+                    .then(|| (*hash, self.summarise(Some(e), now), e.running.iter().take(ids).cloned().collect()))
             })
             .collect()
     }

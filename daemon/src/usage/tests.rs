@@ -96,10 +96,15 @@ fn running_revisions_lists_only_revisions_in_use() {
         index.created(pin("grid", hashes[i % 2], id), at(1));
         index.started(&s, hashes[i % 2], id, at(1));
     }
-    let running = index.running_revisions(&s, hashes.iter().copied(), 1);
-    assert_eq!(running.len(), 2);
-    assert_eq!(running[0].1.count, 2);
-    assert_eq!(running[0].2, vec!["x".to_owned()], "ids are capped");
+    let running = index.running_revisions(&s, None, 1);
+    assert_eq!(running.len(), 2, "only the two revisions in use");
+    let first = running.iter().find(|(hash, _, _)| *hash == hashes[0]).unwrap();
+    assert_eq!(first.1.count, 2);
+    assert_eq!(first.2, vec!["x".to_owned()], "ids are capped");
+    let only = index.running_revisions(&s, Some(hashes[1]), 10);
+    assert_eq!((only.len(), only[0].2.clone()), (1, vec!["y".to_owned()]));
+    index.stopped(&s, hashes[1], "y", at(2));
+    assert_eq!(index.running_revisions(&s, None, 10).len(), 1, "a pinned but stopped revision is not running");
     assert_eq!(index.running_ids(&s, hashes[0]), vec!["x".to_owned(), "z".to_owned()]);
 }
 
