@@ -111,19 +111,6 @@ fn is_retired(usage: &UsageIndex, revision: &Revision) -> bool {
     usage.summary(&revision.strategy, revision.hash).retired
 }
 
-/// How many instances pinned to a revision follow a selector that now
-/// resolves elsewhere: one resolution per distinct selector, no scan. Must
-/// not be called under the registry lock.
-pub(super) fn drifted(daemon: &Daemon, strategy: &Arc<str>, hash: RevisionHash) -> usize {
-    daemon
-        .usage()
-        .selectors(strategy, hash)
-        .into_iter()
-        .filter(|(selector, _)| daemon.registry().resolve(selector).is_ok_and(|r| r.hash != hash))
-        .map(|(_, followers)| followers)
-        .sum()
-}
-
 fn revision_info(usage: &UsageIndex, strategy: &Strategy, revision: &Revision) -> RevisionInfo {
     let tags = strategy.tags_of(&revision.hash);
     RevisionInfo {
@@ -361,7 +348,7 @@ async fn get_usage(selector: String, daemon: Daemon, query: Result<UsageQuery, A
     let limit = page_limit(query.limit);
     let usage = daemon.usage();
     let summary = usage.summary(&revision.strategy, revision.hash);
-    let drifted = drifted(&daemon, &revision.strategy, revision.hash);
+    let drifted = daemon.instances().drifted_on(&revision.strategy, revision.hash);
     let (ids, total) = usage.page(&revision.strategy, revision.hash, query.include_stopped, query.offset, limit);
     let instances = daemon
         .blocking(move |d| {
@@ -566,7 +553,7 @@ async fn export_registry(daemon: Daemon, query: Result<ExportQuery, ApiError>) -
             let registry = daemon.blocking(|d| d.registry().document()).await?;
             let mut usage = daemon.registry().read(|state| usage_entries(daemon.usage(), state));
             for entry in usage.iter_mut() {
-                entry.drift = drifted(&daemon, &Arc::from(entry.strategy.as_str()), entry.hash) > 0;
+                entry.drift = daemon.instances().drifted_on(&Arc::from(entry.strategy.as_str()), entry.hash) > 0;
             }
             let export = RegistryExport { registry, usage, errors: load_errors(&daemon) };
             Ok(json_reply(StatusCode::OK, &export))

@@ -17,6 +17,7 @@ use std::sync::{Arc, Weak};
 
 use parking_lot::{Mutex, RwLock};
 use serde_json::Value;
+use strata_shared::RevisionHash;
 use strata_shared::api::{
     CreateInstanceRequest, InstanceState, InstanceStrategy, InstanceView, Scope, UpdateInstanceRequest,
 };
@@ -28,7 +29,7 @@ use crate::registry::{Registry, ResolveError};
 use crate::runtime::config::validate_config;
 use crate::runtime::host::{HostShared, HostSpec, JsInstance};
 use crate::store::{AuditEntry, InstanceStore, Store, StoreError, StoredInstance, StoredState};
-use crate::usage::{Pin, UsageIndex};
+use crate::usage::{Followed, Pin, UsageIndex};
 use crate::venue::{MarketEvent, PrivateSink, Provider};
 use pool::{Cell, Pool, PoolSleepHook};
 
@@ -701,14 +702,28 @@ impl Instances {
         (page, total)
     }
 
+    /// The selectors followed on `hash` that now resolve to another hash,
+    /// with how many instances follow each: one resolution per selector.
+    fn moved(&self, hash: RevisionHash, selectors: Vec<Followed>) -> Vec<Followed> {
+        selectors
+            .into_iter()
+            .filter(|(selector, _)| self.registry.resolve(selector).is_ok_and(|r| r.hash != hash))
+            .collect()
+    }
+
+    /// How many instances pinned to `hash` drift. Must not be called under
+    /// the registry lock.
+    pub fn drifted_on(&self, strategy: &Arc<str>, hash: RevisionHash) -> usize {
+        self.moved(hash, self.usage.selectors(strategy, hash)).into_iter().map(|(_, followers)| followers).sum()
+    }
+
     /// How many instances drift, per strategy with any (see [`Instances::drifting`]).
     pub fn drift_by_strategy(&self) -> BTreeMap<Arc<str>, usize> {
         let mut counts = BTreeMap::new();
-        for (strategy, hash, _) in self.usage.pinned_selectors() {
-            for (selector, followers) in self.usage.selectors(&strategy, hash) {
-                if self.registry.resolve(&selector).is_ok_and(|r| r.hash != hash) {
-                    *counts.entry(strategy.clone()).or_default() += followers;
-                }
+        for (strategy, hash, selectors) in self.usage.pinned_selectors() {
+            let drifting: usize = self.moved(hash, selectors).into_iter().map(|(_, followers)| followers).sum();
+            if drifting > 0 {
+                *counts.entry(strategy).or_default() += drifting;
             }
         }
         counts
@@ -719,10 +734,8 @@ impl Instances {
     pub fn drifting(&self) -> Vec<String> {
         let mut ids = Vec::new();
         for (strategy, hash, selectors) in self.usage.pinned_selectors() {
-            for selector in selectors {
-                if self.registry.resolve(&selector).is_ok_and(|r| r.hash != hash) {
-                    ids.extend(self.usage.followers(&strategy, hash, &selector));
-                }
+            for (selector, _) in self.moved(hash, selectors) {
+                ids.extend(self.usage.followers(&strategy, hash, &selector));
             }
         }
         ids.sort_unstable();

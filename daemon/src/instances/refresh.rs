@@ -279,11 +279,6 @@ impl Instances {
         }
         Ok((updated, record.hash, was_running))
     }
-
-    /// Moves one instance onto `hash` (see [`Instances::repin_many`]).
-    pub fn repin(&self, id: &str, hash: RevisionHash, selector: Option<String>) -> Result<(), InstanceError> {
-        self.repin_many(vec![(id.to_owned(), hash, selector)]).pop().expect("one outcome per move")
-    }
 }
 
 /// The config an instance takes to another revision. Fields the target's
@@ -327,15 +322,11 @@ fn unmatched(
 }
 
 impl Instances {
-    /// Ids of every instance pinned to `hash`, by id.
-    fn pinned_to(&self, hash: RevisionHash) -> Vec<String> {
-        self.usage.pinned_to(hash)
-    }
-
     /// Restarts every running instance pinned to `hash` (the rollout and
     /// rollback helper); stopped ones are reported `alreadyPinned` and left.
     pub fn restart_all(&self, hash: RevisionHash) -> Vec<strata_shared::api::BatchResult> {
-        self.pinned_to(hash)
+        self.usage
+            .pinned_to(hash)
             .into_iter()
             .map(|id| {
                 let running = self.view(&id).map(|v| v.state == InstanceState::Running).unwrap_or(false);
@@ -355,7 +346,7 @@ impl Instances {
         to: &str,
         target: RevisionHash,
     ) -> Vec<strata_shared::api::BatchResult> {
-        let ids = self.pinned_to(from);
+        let ids = self.usage.pinned_to(from);
         let outcomes = if from == target {
             ids.iter().map(|_| Ok(())).collect()
         } else {

@@ -35,6 +35,9 @@ use entry::Entry;
 /// `{strategy, hash}`.
 type Key = (Arc<str>, RevisionHash);
 
+/// A selector followed on a revision, and how many instances follow it.
+pub type Followed = (Arc<str>, usize);
+
 /// A revision's usage summary (O(1) to produce).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Summary {
@@ -488,7 +491,7 @@ impl UsageIndex {
 
     /// The distinct selectors instances pinned to `hash` follow, each with
     /// how many follow it (for drift: one resolution per selector).
-    pub fn selectors(&self, strategy: &Arc<str>, hash: RevisionHash) -> Vec<(Arc<str>, usize)> {
+    pub fn selectors(&self, strategy: &Arc<str>, hash: RevisionHash) -> Vec<Followed> {
         let inner = self.inner.lock();
         inner
             .entries
@@ -509,8 +512,9 @@ impl UsageIndex {
     }
 
     /// Every (strategy, hash) with pinned instances and the distinct
-    /// selectors they follow (for `drift=true` across all instances).
-    pub fn pinned_selectors(&self) -> Vec<(Arc<str>, RevisionHash, Vec<Arc<str>>)> {
+    /// selectors they follow, with how many follow each (for drift across
+    /// all instances).
+    pub fn pinned_selectors(&self) -> Vec<(Arc<str>, RevisionHash, Vec<Followed>)> {
         let inner = self.inner.lock();
         inner
             .pinned_hashes
@@ -518,7 +522,7 @@ impl UsageIndex {
             .flat_map(|(strategy, hashes)| hashes.keys().map(move |h| (strategy.clone(), *h)))
             .filter_map(|key| {
                 let e = inner.entries.get(&key)?;
-                Some((key.0, key.1, e.by_selector.keys().cloned().collect()))
+                Some((key.0, key.1, e.by_selector.iter().map(|(s, ids)| (s.clone(), ids.len())).collect()))
             })
             .collect()
     }

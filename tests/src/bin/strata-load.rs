@@ -337,12 +337,7 @@ async fn instances(stratad: &std::path::Path, args: InstanceArgs) -> anyhow::Res
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
     let idle_rss = rss_kib(daemon.0.id())?;
-    let upload = client
-        .post(format!("{base}/strategies/modules"))
-        .json(&serde_json::json!({"source": TRIVIAL, "tag": "v1"}))
-        .send()
-        .await?;
-    anyhow::ensure!(upload.status().is_success(), "upload failed");
+    upload(&client, &base, TRIVIAL, "v1").await?;
 
     let create = |auto_start: bool| {
         move |id: &str| {
@@ -633,12 +628,7 @@ mod stream {
         let base = format!("http://127.0.0.1:{port}");
         let url = format!("ws://127.0.0.1:{port}/ws");
         let client = reqwest::Client::new();
-        let upload = client
-            .post(format!("{base}/strategies/modules"))
-            .json(&serde_json::json!({"source": TRIVIAL, "tag": "v1"}))
-            .send()
-            .await?;
-        anyhow::ensure!(upload.status().is_success(), "upload failed");
+        super::upload(&client, &base, TRIVIAL, "v1").await?;
         let ids: Vec<String> = (0..args.instances).map(|i| format!("burst-{i}")).collect();
         post_all(&base, &ids, args.concurrency, |id: &str| {
             let body = serde_json::json!({"id": id, "strategy": {"identifier": "bench"},
