@@ -2,6 +2,8 @@
 //! is in [`crate::stream::ws`]; this is the upgrade: token, `?since=`, then
 //! one task per connection.
 
+use std::time::Duration;
+
 use serde::Deserialize;
 use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
@@ -54,7 +56,11 @@ fn upgrade_handler(
     };
     Ok(ws
         .on_upgrade(move |socket| async move {
-            serve(socket, daemon.usage(), daemon.metrics(), since, &Settings::default()).await;
+            let settings = Settings {
+                flush_every: Duration::from_millis(daemon.config().usage.stream_flush_ms),
+                ..Settings::default()
+            };
+            serve(socket, daemon.usage(), daemon.metrics(), since, &settings).await;
         })
         .into_response())
 }

@@ -8,6 +8,13 @@
 //! `reset`; one whose socket accepts nothing for [`Settings::send_timeout`]
 //! is dropped. Publishers never wait for any of this.
 //!
+//! Writes are paced: a delta that arrives within [`Settings::flush_every`]
+//! of the previous write waits for the rest of that interval and goes out
+//! with whatever arrived meanwhile, in one flush. An isolated delta is
+//! written at once; under a burst each subscriber costs one wake-up and one
+//! socket write per interval instead of one per delta, which is what lets
+//! a thousand subscribers keep up on a small machine (docs/performance.md).
+//!
 //! Ordering: the task subscribes to the bus *before* taking a snapshot, and
 //! the snapshot is taken under the usage index's lock (the lock every delta
 //! is published under), so every delta after `snapshot.seq` is received and
@@ -43,7 +50,12 @@ pub struct Settings {
     pub send_timeout: Duration,
     /// Most deltas written per flush when several are waiting.
     pub batch: usize,
+    /// Shortest time between two writes of deltas (zero: write each at once).
+    pub flush_every: Duration,
 }
+
+/// Default of [`Settings::flush_every`] (`[usage] stream_flush_ms`).
+pub const DEFAULT_FLUSH_EVERY: Duration = Duration::from_millis(10);
 
 impl Default for Settings {
     fn default() -> Self {
@@ -51,7 +63,8 @@ impl Default for Settings {
             ping_every: Duration::from_secs(15),
             idle_timeout: Duration::from_secs(30),
             send_timeout: Duration::from_secs(10),
-            batch: 64,
+            batch: 256,
+            flush_every: DEFAULT_FLUSH_EVERY,
         }
     }
 }
@@ -283,6 +296,7 @@ where
     ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut heard = Instant::now();
     let mut batch = Vec::with_capacity(settings.batch);
+    let mut last_write: Option<Instant> = None;
     loop {
         tokio::select! {
             frame = connection.socket.next() => {
@@ -307,16 +321,21 @@ where
                     Err(RecvError::Lagged(missed)) => Some(missed),
                     Err(RecvError::Closed) => return Err(Ended::BusClosed),
                 };
-                while lagged.is_none() && batch.len() < settings.batch {
-                    match receiver.try_recv() {
-                        Ok(delta) => batch.push(delta),
-                        Err(TryRecvError::Lagged(missed)) => lagged = Some(missed),
-                        Err(TryRecvError::Empty) => break,
-                        Err(TryRecvError::Closed) => return Err(Ended::BusClosed),
-                    }
+                drain(&mut receiver, &mut batch, settings.batch, &mut lagged)?;
+                // Pace the writes (module docs): wait out the interval, then
+                // take what arrived meanwhile. Waiting here leaves the ring
+                // to hold the deltas, so publishers are never slowed.
+                if let Some(due) = last_write.map(|at| at + settings.flush_every)
+                    && lagged.is_none()
+                    && batch.len() < settings.batch
+                    && Instant::now() < due
+                {
+                    tokio::time::sleep_until(due).await;
+                    drain(&mut receiver, &mut batch, settings.batch, &mut lagged)?;
                 }
                 let deltas = std::mem::take(&mut batch);
                 connection.deltas(&deltas).await?;
+                last_write = Some(Instant::now());
                 batch = deltas;
                 batch.clear();
                 if let Some(missed) = lagged {
@@ -331,6 +350,24 @@ where
             }
         }
     }
+}
+
+/// Moves the deltas already waiting into `batch`, up to `limit`, noting a lag.
+fn drain(
+    receiver: &mut Receiver,
+    batch: &mut Vec<Arc<Delta>>,
+    limit: usize,
+    lagged: &mut Option<u64>,
+) -> Result<(), Ended> {
+    while lagged.is_none() && batch.len() < limit {
+        match receiver.try_recv() {
+            Ok(delta) => batch.push(delta),
+            Err(TryRecvError::Lagged(missed)) => *lagged = Some(missed),
+            Err(TryRecvError::Empty) => break,
+            Err(TryRecvError::Closed) => return Err(Ended::BusClosed),
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

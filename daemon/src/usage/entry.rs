@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use time::{Duration, OffsetDateTime};
 
+use super::ids::IdSet;
+
 /// One revision's usage. Every instance pinned to the revision is in exactly
 /// one of `running` and `idle`, and in `by_selector` under its selector.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -15,11 +17,11 @@ pub(super) struct Entry {
     /// Tags pointing at it, as the registry reported them.
     pub tags: Vec<String>,
     /// Pinned and running.
-    pub running: BTreeSet<String>,
+    pub running: IdSet,
     /// Pinned and not running (never started, stopped or failed).
-    pub idle: BTreeSet<String>,
+    pub idle: IdSet,
     /// Were pinned here and have been re-pinned to another revision.
-    pub departed: BTreeSet<String>,
+    pub departed: IdSet,
     /// Selector as typed → pinned ids following it (drift is per selector).
     pub by_selector: BTreeMap<Arc<str>, BTreeSet<String>>,
     /// First time any instance ran it.

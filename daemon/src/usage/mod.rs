@@ -18,6 +18,7 @@
 //! is retired on its own.
 
 mod entry;
+mod ids;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -455,11 +456,14 @@ impl UsageIndex {
         let inner = self.inner.lock();
         let Some(e) = inner.entries.get(&(strategy.clone(), hash)) else { return (Vec::new(), 0) };
         if !include_stopped {
-            return (e.running.iter().skip(offset).take(limit).cloned().collect(), e.running.len());
+            return (e.running.page(offset, limit).cloned().collect(), e.running.len());
         }
         let total = e.running.len() + e.idle.len() + e.departed.len();
-        let rest = itertools::merge(e.idle.iter(), e.departed.iter());
-        (e.running.iter().chain(rest).skip(offset).take(limit).cloned().collect(), total)
+        let mut ids: Vec<String> = e.running.page(offset, limit).cloned().collect();
+        let rest_offset = offset.saturating_sub(e.running.len());
+        let rest = ids::union_page(&e.idle, &e.departed, rest_offset, limit - ids.len());
+        ids.extend(rest.into_iter().cloned());
+        (ids, total)
     }
 
     /// Ids of the instances pinned to `hash` (running or not), by id, after
@@ -469,7 +473,7 @@ impl UsageIndex {
         let Some(e) = inner.owners.get(&hash).and_then(|s| inner.entries.get(&(s.clone(), hash))) else {
             return (Vec::new(), 0);
         };
-        let ids = itertools::merge(e.running.iter(), e.idle.iter()).skip(offset).take(limit).cloned().collect();
+        let ids = ids::union_page(&e.running, &e.idle, offset, limit).into_iter().cloned().collect();
         (ids, e.pinned_count())
     }
 
@@ -670,7 +674,7 @@ impl RegistryObserver for UsageIndex {
                         }
                     } else if let Some(entry) = inner.entries.remove(&key) {
                         inner.owners.remove(hash);
-                        for id in &entry.departed {
+                        for id in entry.departed.iter() {
                             if let Some(from) = inner.departed_from.get_mut(id) {
                                 from.retain(|k| *k != key);
                             }

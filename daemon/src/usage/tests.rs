@@ -210,3 +210,44 @@ fn strategy_with(hashes: &[RevisionHash], tags: &[(&str, RevisionHash)]) -> crat
             .collect(),
     }
 }
+
+proptest::proptest! {
+    /// Pages at any offset, with and without `includeStopped`, and pages of
+    /// pinned ids equal the same slice of a full ordered walk (the index
+    /// finds the offset by rank instead of walking to it).
+    #[test]
+    fn pages_at_any_offset_match_a_full_walk(
+        states in proptest::collection::vec(0u8..3, 0..120),
+        offset in 0usize..130,
+        limit in 1usize..40,
+    ) {
+        let index = UsageIndex::default();
+        let s: Arc<str> = Arc::from("momentum");
+        let (a, b) = (RevisionHash::of(b"a"), RevisionHash::of(b"b"));
+        let (mut running, mut idle, mut departed) = (Vec::new(), Vec::new(), Vec::new());
+        for (n, state) in states.iter().enumerate() {
+            let id = format!("i{n:03}");
+            index.created(pin("momentum", a, &id), at(1));
+            match state {
+                0 => {
+                    index.started(&s, a, &id, at(2));
+                    running.push(id);
+                }
+                1 => idle.push(id),
+                _ => {
+                    index.repinned(a, "momentum", pin("momentum", b, &id), at(3));
+                    departed.push(id);
+                }
+            }
+        }
+        let mut stopped: Vec<String> = idle.iter().chain(&departed).cloned().collect();
+        stopped.sort();
+        let mut pinned: Vec<String> = running.iter().chain(&idle).cloned().collect();
+        pinned.sort();
+        let slice = |ids: Vec<String>| ids.into_iter().skip(offset).take(limit).collect::<Vec<_>>();
+        let everything: Vec<String> = running.iter().cloned().chain(stopped).collect();
+        proptest::prop_assert_eq!(index.page(&s, a, false, offset, limit), (slice(running.clone()), running.len()));
+        proptest::prop_assert_eq!(index.page(&s, a, true, offset, limit), (slice(everything), states.len()));
+        proptest::prop_assert_eq!(index.pinned_page(a, offset, limit), (slice(pinned), running.len() + idle.len()));
+    }
+}

@@ -4,7 +4,7 @@
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
 use futures_util::task::AtomicWaker;
@@ -24,6 +24,8 @@ struct Gate {
     waker: AtomicWaker,
     /// Notified whenever a write found the gate shut.
     blocked: Notify,
+    /// Completed flushes (one per write of a batch).
+    flushes: AtomicUsize,
 }
 
 impl Gate {
@@ -72,7 +74,11 @@ impl Sink<Message> for FakeSocket {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.gate.poll(cx)
+        let ready = self.gate.poll(cx);
+        if ready.is_ready() {
+            self.gate.flushes.fetch_add(1, Ordering::SeqCst);
+        }
+        ready
     }
 
     fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
@@ -335,4 +341,24 @@ fn the_shared_encoding_never_confuses_two_deltas_with_one_seq() {
         assert_eq!(decoded(&a), ServerMessage::Delta((*a).clone()));
         assert_eq!(decoded(&b), ServerMessage::Delta((*b).clone()));
     }
+}
+
+#[tokio::test]
+async fn deltas_arriving_within_the_flush_interval_go_out_in_one_write() {
+    let f = Fixture::new(64, 64);
+    let settings = Settings { flush_every: Duration::from_millis(300), ..Settings::default() };
+    let mut client = f.connect(None, settings);
+    assert!(matches!(client.next().await, ServerMessage::Snapshot(_)));
+    let first = f.publish("a");
+    assert_eq!(seq_of(&client.next().await), first, "an isolated delta goes out at once");
+
+    let flushes = client.gate.flushes.load(Ordering::SeqCst);
+    let published = Instant::now();
+    let burst: Vec<u64> = (0..4).map(|_| f.publish("b")).collect();
+    for seq in burst {
+        assert_eq!(seq_of(&client.next().await), seq, "in order, none lost");
+    }
+    assert!(published.elapsed() >= Duration::from_millis(200), "the burst waited for the interval");
+    assert_eq!(client.gate.flushes.load(Ordering::SeqCst) - flushes, 1, "and went out in one write");
+    client.hang_up().await;
 }
