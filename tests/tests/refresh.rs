@@ -120,6 +120,15 @@ async fn a_tag_move_refreshes_exactly_that_tags_followers() {
     let latest_after = view(&d, "follows-latest").await;
     assert_eq!(latest_after["strategy"]["hash"], v1.as_str());
     assert_eq!(latest_after["startedAt"], latest_before["startedAt"], "a follower of another tag is untouched");
+
+    // A tag nobody follows: no result in the answer, and none counted.
+    let (status, moved) = d.put("/strategies/modules/m/tags/canary", json!({"hash": v2})).await;
+    assert_eq!(status, StatusCode::OK, "{moved}");
+    assert_eq!(moved["refresh"], json!([]));
+    let (_, metrics) = d.get("/metrics").await;
+    let metrics = metrics.as_str().expect("metrics are text");
+    assert!(!metrics.contains(r#"strata_refresh_results_total{reason="retired"}"#), "{metrics}");
+    assert!(metrics.contains(r#"strata_refresh_results_total{reason="refreshed"} 1"#), "{metrics}");
 }
 
 #[tokio::test]

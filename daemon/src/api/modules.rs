@@ -470,12 +470,7 @@ async fn move_tag(name: String, tag: String, daemon: Daemon, body: bytes::Bytes)
     let (changed, refreshed) = daemon
         .blocking(move |d| -> Result<_, ApiError> {
             let changed = d.registry().move_tag(&name, &tag, &request.hash)?;
-            let refreshed = if follow {
-                let request = strata_shared::api::RefreshRequest { hashes: vec![], strategies: vec![followers] };
-                Some(d.instances().refresh(&request)?.into_iter().filter(|r| !r.instances.is_empty()).collect())
-            } else {
-                None
-            };
+            let refreshed = if follow { Some(d.instances().refresh_followers(&followers)?) } else { None };
             Ok((changed, refreshed))
         })
         .await??;

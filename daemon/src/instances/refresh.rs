@@ -37,6 +37,25 @@ impl Instances {
     /// (see [`Instances::refresh_scope`]). The instances concerned come from
     /// the usage index, never from a scan.
     pub fn refresh(&self, request: &RefreshRequest) -> Result<Vec<RefreshResult>, InstanceError> {
+        self.run_refresh(request, true)
+    }
+
+    /// Refreshes the instances following `selector` exactly as typed or of
+    /// its strategy, as a tag move does: one result per instance and none
+    /// for the target itself, so a tag nobody follows yields no result, in
+    /// the answer, the metrics and the `refreshCompleted` delta alike.
+    pub fn refresh_followers(&self, selector: &str) -> Result<Vec<RefreshResult>, InstanceError> {
+        let request = RefreshRequest { hashes: Vec::new(), strategies: vec![selector.to_owned()] };
+        self.run_refresh(&request, false)
+    }
+
+    /// [`Instances::refresh`], with or without a result for each target
+    /// that matched no instance.
+    fn run_refresh(
+        &self,
+        request: &RefreshRequest,
+        report_unmatched: bool,
+    ) -> Result<Vec<RefreshResult>, InstanceError> {
         let everything = request.hashes.is_empty() && request.strategies.is_empty();
         let mut target_hashes = Vec::new();
         let mut results = Vec::new();
@@ -151,7 +170,9 @@ impl Instances {
         }
         per_instance.sort_by(|a, b| a.instances.cmp(&b.instances));
         results.sort_by(|a, b| a.selector.cmp(&b.selector));
-        per_instance.extend(results);
+        if report_unmatched {
+            per_instance.extend(results);
+        }
         for result in per_instance.iter().filter(|r| r.reason == RefreshReason::Refreshed) {
             if let (Some(strategy), Some(hash)) = (&result.strategy, result.hash) {
                 self.usage.count_action(strategy, hash, "refresh");

@@ -30,6 +30,8 @@ use strata_shared::HashRef;
 use strata_shared::names::is_valid_strategy_name;
 use strata_shared::stream::{ClientMessage, Delta, Filter, ServerMessage};
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior, timeout};
 use warp::ws::Message;
 
@@ -168,19 +170,7 @@ where
 {
     /// Writes `messages` and flushes, within the send timeout.
     async fn write(&mut self, messages: Vec<Message>) -> Result<(), Ended> {
-        let socket = &mut self.socket;
-        let written = timeout(self.settings.send_timeout, async move {
-            for message in messages {
-                socket.feed(message).await?;
-            }
-            socket.flush().await
-        })
-        .await;
-        match written {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(Ended::ClientGone),
-            Err(_) => Err(Ended::SendTimeout),
-        }
+        write_all(&mut self.socket, self.settings.send_timeout, messages).await
     }
 
     async fn send(&mut self, message: &ServerMessage) -> Result<(), Ended> {
@@ -205,18 +195,19 @@ where
         self.snapshot(true).await
     }
 
-    /// Writes the deltas the filter keeps in one flush.
+    /// Writes the deltas the filter keeps in one flush, within the send timeout.
     async fn deltas(&mut self, deltas: &[Arc<Delta>]) -> Result<(), Ended> {
-        let messages: Vec<Message> =
-            deltas.iter().filter(|d| d.seq > self.floor && self.filter.keeps(d)).map(delta_text).collect();
+        let (floor, filter) = (self.floor, &self.filter);
+        let keep = |delta: &&Arc<Delta>| delta.seq > floor && filter.keeps(delta);
+        let sent = deltas.iter().filter(keep).count() as u64;
         if let Some(last) = deltas.last() {
             self.floor = self.floor.max(last.seq);
         }
-        if messages.is_empty() {
+        if sent == 0 {
             return Ok(());
         }
-        let sent = messages.len() as u64;
-        self.write(messages).await?;
+        let messages = deltas.iter().filter(keep).map(delta_text);
+        write_all(&mut self.socket, self.settings.send_timeout, messages).await?;
         self.metrics.ws_deltas_sent.inc_by(sent);
         Ok(())
     }
@@ -255,12 +246,16 @@ pub async fn serve<S, E, F>(
     settings: &Settings,
 ) -> Ended
 where
-    S: Sink<Message, Error = E> + Stream<Item = Result<Message, F>> + Unpin,
+    S: Sink<Message, Error = E> + Stream<Item = Result<Message, F>> + Send + 'static,
+    F: Send + 'static,
 {
     metrics.ws_subscribers.inc();
     let _gauge = GaugeGuard(metrics);
-    let mut connection = Connection { socket, usage, metrics, settings, filter: Filter::default(), floor: 0 };
-    let ended = match run(&mut connection, since).await {
+    let (sink, frames) = socket.split();
+    let (incoming, reader) = read_frames(frames);
+    let _reader = AbortOnDrop(reader);
+    let mut connection = Connection { socket: sink, usage, metrics, settings, filter: Filter::default(), floor: 0 };
+    let ended = match run(&mut connection, incoming, since).await {
         Ok(never) => match never {},
         Err(ended) => ended,
     };
@@ -272,9 +267,46 @@ where
     ended
 }
 
-async fn run<S, E, F>(connection: &mut Connection<'_, S>, since: Option<u64>) -> Result<std::convert::Infallible, Ended>
+/// Client frames, read by a task of their own: the channel closes when the
+/// client goes.
+///
+/// Why a task: polling the socket for a read from the write loop would try
+/// a read (and tungstenite zeroes its 128 KiB read buffer before each try)
+/// every time the loop turns, i.e. for every batch written, although
+/// clients almost never say anything. A task of its own is polled only when
+/// the socket has something to read.
+fn read_frames<R, F>(mut frames: R) -> (mpsc::Receiver<Message>, JoinHandle<()>)
 where
-    S: Sink<Message, Error = E> + Stream<Item = Result<Message, F>> + Unpin,
+    R: Stream<Item = Result<Message, F>> + Send + Unpin + 'static,
+    F: Send + 'static,
+{
+    let (sender, receiver) = mpsc::channel(16);
+    let reader = tokio::spawn(async move {
+        while let Some(Ok(frame)) = frames.next().await {
+            if sender.send(frame).await.is_err() {
+                break;
+            }
+        }
+    });
+    (receiver, reader)
+}
+
+/// Aborts the reader task when the connection ends, however it ends.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+async fn run<S, E>(
+    connection: &mut Connection<'_, S>,
+    mut incoming: mpsc::Receiver<Message>,
+    since: Option<u64>,
+) -> Result<std::convert::Infallible, Ended>
+where
+    S: Sink<Message, Error = E> + Unpin,
 {
     let settings = connection.settings.clone();
     let resumed = since.and_then(|since| connection.usage.bus().resume(since).map(|r| (since, r)));
@@ -299,8 +331,8 @@ where
     let mut last_write: Option<Instant> = None;
     loop {
         tokio::select! {
-            frame = connection.socket.next() => {
-                let Some(Ok(frame)) = frame else { return Err(Ended::ClientGone) };
+            frame = incoming.recv() => {
+                let Some(frame) = frame else { return Err(Ended::ClientGone) };
                 heard = Instant::now();
                 if frame.is_close() {
                     return Err(Ended::ClientGone);
@@ -349,6 +381,29 @@ where
                 connection.write(vec![Message::ping(Vec::new())]).await?;
             }
         }
+    }
+}
+
+/// Writes `messages` to `socket` and flushes them together, within `limit`.
+async fn write_all<S, E>(
+    socket: &mut S,
+    limit: Duration,
+    messages: impl IntoIterator<Item = Message>,
+) -> Result<(), Ended>
+where
+    S: Sink<Message, Error = E> + Unpin,
+{
+    let written = timeout(limit, async move {
+        for message in messages {
+            socket.feed(message).await?;
+        }
+        socket.flush().await
+    })
+    .await;
+    match written {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(Ended::ClientGone),
+        Err(_) => Err(Ended::SendTimeout),
     }
 }
 

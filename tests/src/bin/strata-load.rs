@@ -310,6 +310,18 @@ fn rss_kib(pid: u32) -> anyhow::Result<u64> {
     Ok(line.split_whitespace().nth(1).context("VmRSS value")?.parse()?)
 }
 
+/// CPU seconds (user + system) a process has used so far; `None` is this
+/// process. Linux reports them in USER_HZ ticks, 100 a second.
+fn cpu_seconds(pid: Option<u32>) -> anyhow::Result<f64> {
+    let path = pid.map_or_else(|| "/proc/self/stat".to_owned(), |pid| format!("/proc/{pid}/stat"));
+    let stat = std::fs::read_to_string(path)?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat.rsplit_once(')').context("stat format")?.1.split_whitespace().collect();
+    let ticks = |i: usize| -> anyhow::Result<f64> { Ok(fields.get(i).context("stat field")?.parse::<f64>()?) };
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    Ok((ticks(11)? + ticks(12)?) / 100.0)
+}
+
 /// Sends `ids.len()` POSTs (`path(id)` with `body(id)`) from `concurrency` clients.
 async fn post_all(
     base: &str,
@@ -555,12 +567,13 @@ mod stream {
     use futures_util::StreamExt;
     use serde::Deserialize;
     use time::OffsetDateTime;
-    use tokio::sync::watch;
-    use tokio_tungstenite::connect_async;
     use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+    use tokio_tungstenite::{connect_async, connect_async_with_config};
 
     use super::{
-        Driver, StreamArgs, TRIVIAL, free_port, named_module, percentile, post_all, rss_kib, start_configured, upload,
+        Driver, StreamArgs, TRIVIAL, cpu_seconds, free_port, named_module, percentile, post_all, rss_kib,
+        start_configured, upload,
     };
 
     /// The `seq` and `ts` of a delta, read from the front of the message.
@@ -601,21 +614,20 @@ mod stream {
         Ok(line.split_whitespace().nth(3).context("soft limit")?.parse().unwrap_or(u64::MAX))
     }
 
-    /// Reads one subscriber's stream until it has seen `until`'s value (or
-    /// the connection ends).
-    async fn subscriber(url: String, mut until: watch::Receiver<u64>) -> anyhow::Result<Seen> {
-        let (mut ws, _) = connect_async(url).await?;
+    /// Read buffer of each subscriber's socket. tungstenite zeroes its whole
+    /// read buffer (128 KiB by default) before every read; a thousand
+    /// sockets reading a few KiB at a time would spend this process's CPU on
+    /// that instead of on the frames.
+    const READ_BUFFER: usize = 16 * 1024;
+
+    /// Reads one subscriber's stream until it sees a delta past `until`
+    /// (set once the burst is over, then followed by a sentinel delta), or
+    /// the connection ends. Deltas past `until` are not counted.
+    async fn subscriber(url: String, until: Arc<AtomicU64>) -> anyhow::Result<Seen> {
+        let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER);
+        let (mut ws, _) = connect_async_with_config(url, Some(config), true).await?;
         let mut seen = Seen::default();
-        loop {
-            let target = *until.borrow();
-            if target > 0 && seen.last >= target {
-                return Ok(seen);
-            }
-            let frame = tokio::select! {
-                frame = ws.next() => frame,
-                _ = until.changed() => continue,
-            };
-            let Some(frame) = frame else { return Ok(seen) };
+        while let Some(frame) = ws.next().await {
             let Message::Text(text) = frame? else { continue };
             let now = OffsetDateTime::now_utc();
             let (seq, ts) = match delta_prefix(&text) {
@@ -631,6 +643,10 @@ mod stream {
                     continue;
                 }
             };
+            let target = until.load(Ordering::Acquire);
+            if target > 0 && seq > target {
+                return Ok(seen);
+            }
             if seq != seen.last + 1 {
                 seen.gaps += seq.saturating_sub(seen.last + 1);
             }
@@ -639,6 +655,7 @@ mod stream {
             let ts = OffsetDateTime::parse(ts, &time::format_description::well_known::Rfc3339)?;
             seen.latencies.push((now - ts).whole_microseconds().clamp(0, u32::MAX as i128) as u32);
         }
+        Ok(seen)
     }
 
     /// The bus's current `seq`, from a fresh snapshot.
@@ -677,13 +694,13 @@ mod stream {
         let idle_rss = rss_kib(pid)?;
 
         // Subscribers, connected 50 at a time.
-        let (until_tx, until_rx) = watch::channel(0u64);
+        let until = Arc::new(AtomicU64::new(0));
         let connecting = Instant::now();
         let mut readers = Vec::with_capacity(args.subscribers);
         for chunk in (0..args.subscribers).collect::<Vec<_>>().chunks(50) {
             let mut batch = Vec::new();
             for _ in chunk {
-                batch.push(tokio::spawn(subscriber(url.clone(), until_rx.clone())));
+                batch.push(tokio::spawn(subscriber(url.clone(), until.clone())));
             }
             readers.extend(batch);
             tokio::task::yield_now().await;
@@ -718,9 +735,11 @@ mod stream {
         let before_rss = rss_kib(pid)?;
 
         let sent = Arc::new(AtomicU64::new(0));
+        let cpu_before = (cpu_seconds(Some(pid))?, cpu_seconds(None)?);
         let burst = Instant::now();
         plan.drive(&base, &args, burst, sent.clone()).await?;
         let burst_elapsed = burst.elapsed();
+        let cpu_after = (cpu_seconds(Some(pid))?, cpu_seconds(None)?);
         let gauge = |metrics: String, name: &str| {
             metrics.lines().find_map(|l| l.strip_prefix(name)).unwrap_or("?").trim().to_owned()
         };
@@ -728,7 +747,12 @@ mod stream {
             gauge(client.get(format!("{base}/metrics")).send().await?.text().await?, "strata_ws_subscribers ");
         let end_seq = current_seq(&url).await?;
         let events = end_seq - start_seq;
-        until_tx.send(end_seq)?;
+        until.store(end_seq, Ordering::Release);
+        // A sentinel change past `end_seq` tells every reader it has all.
+        let sentinel = serde_json::json!({"id": "sentinel", "strategy": {"identifier": plan.strategy()},
+            "scope": {"sim": {"symbols": ["BTC-USDT"]}}});
+        let response = client.post(format!("{base}/strategy/instances")).json(&sentinel).send().await?;
+        anyhow::ensure!(response.status().is_success(), "sentinel: {}", response.text().await?);
 
         let mut all = Vec::new();
         let (mut incomplete, mut gaps, mut resyncs, mut failed) = (0, 0, 0, 0);
@@ -779,6 +803,13 @@ mod stream {
             percentile(&as_durations, 0.99).as_secs_f64() * 1e3,
             ms(*all.last().expect("non-empty"))
         );
+        let per_second = |before: f64, after: f64| (after - before) / burst_elapsed.as_secs_f64();
+        println!(
+            "CPU during the burst (cores busy, of {}): daemon {:.2}, this tool (publishers + subscribers) {:.2}",
+            std::thread::available_parallelism().map_or(0, usize::from),
+            per_second(cpu_before.0, cpu_after.0),
+            per_second(cpu_before.1, cpu_after.1)
+        );
         println!(
             "subscribers missing deltas: {incomplete}; gaps: {gaps}; resyncs seen by readers: {resyncs}; failed: {failed}"
         );
@@ -805,6 +836,14 @@ mod stream {
     }
 
     impl Plan {
+        /// A strategy of the plan (for the sentinel instance).
+        fn strategy(&self) -> &str {
+            match self {
+                Self::Http(_) => "bench",
+                Self::Repin(strategies) => strategies.first().map_or("bench", |(name, _)| name),
+            }
+        }
+
         /// Uploads the strategies and creates the (stopped) instances.
         async fn create(client: &reqwest::Client, base: &str, args: &StreamArgs) -> anyhow::Result<Self> {
             let ids: Vec<String> = (0..args.instances).map(|i| format!("burst-{i}")).collect();
