@@ -540,8 +540,12 @@ async fn usage(s: &mut Session, d: &TestDaemon) {
     let page = ["total", "offset", "limit", names];
     s.expect(d, 200, get("/strategies/modules?runningOnly=true&limit=1&offset=1").pick(&page)).await;
     s.expect(d, 200, get("/strategies/modules?runningOnly=true&strategy=noop")).await;
-    s.expect(d, 200, get(format!("/strategies/modules?runningOnly=true&hash={}", short(old, 8))).pick(&["total", names]))
-        .await;
+    s.expect(
+        d,
+        200,
+        get(format!("/strategies/modules?runningOnly=true&hash={}", short(old, 8))).pick(&["total", names]),
+    )
+    .await;
 
     s.example("usage-retired");
     let o8 = short(old, 8);
@@ -585,7 +589,10 @@ async fn instances(s: &mut Session, d: &TestDaemon) {
     s.expect(d, 201, create(idle).pick(&["state", "startedAt"])).await;
     for (status, body) in [
         (409, json!({"id": "trend", "strategy": {"identifier": "noop"}, "scope": btc})),
-        (400, json!({"id": "beta2", "strategy": {"identifier": "noop"}, "scope": {"binance": {"symbols": ["BTC-USDT"]}}})),
+        (
+            400,
+            json!({"id": "beta2", "strategy": {"identifier": "noop"}, "scope": {"binance": {"symbols": ["BTC-USDT"]}}}),
+        ),
         (400, json!({"id": "beta2", "strategy": {"identifier": "noop"}, "scope": {"sim": {"symbols": ["DOGE-USDT"]}}})),
         (400, json!({"id": "beta2", "strategy": {"identifier": "noop"}, "scope": {"sim": {"symbols": []}}})),
         (
@@ -654,8 +661,12 @@ async fn instances(s: &mut Session, d: &TestDaemon) {
     s.expect(d, 200, get("/providers")).await;
 
     s.example("drift");
-    s.expect(d, 200, put("/strategies/modules/momentum/tags/latest", json!({"hash": "momentum:v1.1.0", "refresh": false})))
-        .await;
+    s.expect(
+        d,
+        200,
+        put("/strategies/modules/momentum/tags/latest", json!({"hash": "momentum:v1.1.0", "refresh": false})),
+    )
+    .await;
     let fields = ["id", "selector=strategy.selector", "hash=strategy.hash", "drift", "resolvesTo"];
     s.expect(d, 200, get("/strategy/instances?drift=true").each("instances", &fields)).await;
     s.expect(d, 200, delete("/strategies/modules/mean-reversion/tags/prod")).await;
@@ -694,8 +705,12 @@ async fn tags_and_deletes(s: &mut Session, d: &TestDaemon) {
 async fn refresh_and_batches(s: &mut Session, d: &TestDaemon) {
     let (prod, latest) = (demo_hash("momentum-v1.1.0.js"), demo_hash("momentum-v1.2.0.js"));
     s.example("refresh");
-    s.expect(d, 200, put("/strategies/modules/momentum/tags/prod", json!({"hash": latest.to_string(), "refresh": false})))
-        .await;
+    s.expect(
+        d,
+        200,
+        put("/strategies/modules/momentum/tags/prod", json!({"hash": latest.to_string(), "refresh": false})),
+    )
+    .await;
     let followers = json!({"strategies": ["momentum:prod"]});
     s.expect(d, 200, post("/strategies/refresh", followers.clone())).await;
     s.expect(d, 200, post("/strategies/refresh", followers)).await;
@@ -987,8 +1002,14 @@ mod tests {
         let answer = json!({"total": 2, "modules": [{"name": "a", "revisions": [{"hash": "h1"}]}, {"name": "b", "revisions": []}],
                             "links": {"self": "/x"}});
         let view = View::Pick(vec!["total", "names=modules[].name", "modules[].revisions[]", "links.self"]);
-        assert_eq!(view.filter(), " | jq '{total, names: [.modules[].name], revisions: [.modules[].revisions[]], self: .links.self}'");
-        assert_eq!(view.apply(&answer), json!({"total": 2, "names": ["a", "b"], "revisions": [{"hash": "h1"}], "self": "/x"}));
+        assert_eq!(
+            view.filter(),
+            " | jq '{total, names: [.modules[].name], revisions: [.modules[].revisions[]], self: .links.self}'"
+        );
+        assert_eq!(
+            view.apply(&answer),
+            json!({"total": 2, "names": ["a", "b"], "revisions": [{"hash": "h1"}], "self": "/x"})
+        );
         let each = View::Each("modules", vec!["name"]);
         assert_eq!(each.filter(), " | jq '[.modules[] | {name}]'");
         assert_eq!(each.apply(&answer), json!([{"name": "a"}, {"name": "b"}]));

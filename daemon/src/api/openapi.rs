@@ -38,6 +38,9 @@ pub enum Body {
     Json(SchemaFn),
     /// Another media type (a string body: metrics, module source).
     Text(&'static str),
+    /// JSON by default, or a string of another media type when the query
+    /// asks for it (the registry export's `?format=csv`).
+    JsonOrText(SchemaFn, &'static str),
 }
 
 /// One documented route.
@@ -73,7 +76,14 @@ pub const ROUTES: &[RouteDoc] = &[
     doc("GET", "/healthz", "Liveness, load progress and registry errors", 200, None, Body::Json(schema::<Health>)),
     doc("GET", "/metrics", "Prometheus metrics (text format)", 200, None, Body::Text("text/plain")),
     doc("GET", "/openapi.json", "This document", 200, None, Body::Json(openapi_schema)),
-    doc("GET", "/strategies", "Metadata of each strategy's latest revision", 200, None, Body::Json(schema::<StrategyList>)),
+    doc(
+        "GET",
+        "/strategies",
+        "Metadata of each strategy's latest revision",
+        200,
+        None,
+        Body::Json(schema::<StrategyList>),
+    ),
     doc("GET", "/strategies/{name}", "One strategy's latest metadata", 200, None, Body::Json(schema::<StrategyInfo>)),
     doc(
         "GET",
@@ -83,7 +93,14 @@ pub const ROUTES: &[RouteDoc] = &[
         None,
         Body::Json(schema::<ModulesPage>),
     ),
-    doc("POST", "/strategies/modules", "Upload a revision", 201, Some(schema::<UploadRequest>), Body::Json(schema::<UploadResponse>)),
+    doc(
+        "POST",
+        "/strategies/modules",
+        "Upload a revision",
+        201,
+        Some(schema::<UploadRequest>),
+        Body::Json(schema::<UploadResponse>),
+    ),
     doc(
         "PUT",
         "/strategies/modules/{selector}",
@@ -92,7 +109,14 @@ pub const ROUTES: &[RouteDoc] = &[
         Some(schema::<UploadRequest>),
         Body::Json(schema::<UploadResponse>),
     ),
-    doc("GET", "/strategies/modules/{selector}", "The resolved revision's summary", 200, None, Body::Json(schema::<RevisionSummary>)),
+    doc(
+        "GET",
+        "/strategies/modules/{selector}",
+        "The resolved revision's summary",
+        200,
+        None,
+        Body::Json(schema::<RevisionSummary>),
+    ),
     doc(
         "DELETE",
         "/strategies/modules/{selector}",
@@ -125,7 +149,14 @@ pub const ROUTES: &[RouteDoc] = &[
         Some(schema::<TagMoveRequest>),
         Body::Json(schema::<TagResponse>),
     ),
-    doc("DELETE", "/strategies/modules/{name}/tags/{tag}", "Delete a tag", 200, None, Body::Json(schema::<TagResponse>)),
+    doc(
+        "DELETE",
+        "/strategies/modules/{name}/tags/{tag}",
+        "Delete a tag",
+        200,
+        None,
+        Body::Json(schema::<TagResponse>),
+    ),
     doc(
         "POST",
         "/strategies/modules/{selector}/restart",
@@ -142,14 +173,21 @@ pub const ROUTES: &[RouteDoc] = &[
         Some(schema::<RepinRequest>),
         Body::Json(schema::<BatchResponse>),
     ),
-    doc("POST", "/strategies/refresh", "Full or targeted refresh", 200, Some(schema::<RefreshRequest>), Body::Json(schema::<RefreshResponse>)),
+    doc(
+        "POST",
+        "/strategies/refresh",
+        "Full or targeted refresh",
+        200,
+        Some(schema::<RefreshRequest>),
+        Body::Json(schema::<RefreshResponse>),
+    ),
     doc(
         "GET",
         "/strategies/registry",
-        "The registry with usage per revision (JSON or CSV)",
+        "The registry with usage per revision (JSON, or CSV with ?format=csv)",
         200,
         None,
-        Body::Json(schema::<RegistryExport>),
+        Body::JsonOrText(schema::<RegistryExport>, "text/csv"),
     ),
     doc(
         "GET",
@@ -159,7 +197,14 @@ pub const ROUTES: &[RouteDoc] = &[
         None,
         Body::Json(schema::<InstancesPage>),
     ),
-    doc("POST", "/strategy/instances", "Create an instance", 201, Some(schema::<CreateInstanceRequest>), Body::Json(schema::<InstanceView>)),
+    doc(
+        "POST",
+        "/strategy/instances",
+        "Create an instance",
+        201,
+        Some(schema::<CreateInstanceRequest>),
+        Body::Json(schema::<InstanceView>),
+    ),
     doc("GET", "/strategy/instances/{id}", "One instance", 200, None, Body::Json(schema::<InstanceView>)),
     doc(
         "PUT",
@@ -169,18 +214,32 @@ pub const ROUTES: &[RouteDoc] = &[
         Some(schema::<UpdateInstanceRequest>),
         Body::Json(schema::<InstanceView>),
     ),
-    doc("DELETE", "/strategy/instances/{id}", "Delete an instance (stopping it first)", 200, None, Body::Json(schema::<InstanceDeleted>)),
-    doc("GET", "/strategy/instances/{id}/logs", "The instance's recent log lines", 200, None, Body::Json(schema::<LogLines>)),
-    doc("POST", "/strategy/instances/{id}/{action}", "Start, stop or restart an instance", 200, None, Body::Json(schema::<InstanceView>)),
-    doc("GET", "/providers", "Configured market venues", 200, None, Body::Json(schema::<ProviderList>)),
+    doc(
+        "DELETE",
+        "/strategy/instances/{id}",
+        "Delete an instance (stopping it first)",
+        200,
+        None,
+        Body::Json(schema::<InstanceDeleted>),
+    ),
     doc(
         "GET",
-        "/ws",
-        "WebSocket usage stream (see docs/websocket.md)",
-        101,
+        "/strategy/instances/{id}/logs",
+        "The instance's recent log lines",
+        200,
         None,
-        Body::Json(schema::<ServerMessage>),
+        Body::Json(schema::<LogLines>),
     ),
+    doc(
+        "POST",
+        "/strategy/instances/{id}/{action}",
+        "Start, stop or restart an instance",
+        200,
+        None,
+        Body::Json(schema::<InstanceView>),
+    ),
+    doc("GET", "/providers", "Configured market venues", 200, None, Body::Json(schema::<ProviderList>)),
+    doc("GET", "/ws", "WebSocket usage stream (see docs/websocket.md)", 101, None, Body::Json(schema::<ServerMessage>)),
 ];
 
 /// Whether `method template` is documented.
@@ -215,6 +274,10 @@ fn operation(route: &RouteDoc, generator: &mut SchemaGenerator, error: &Schema) 
     let content = match route.response {
         Body::Json(schema) => json!({"application/json": {"schema": schema(generator)}}),
         Body::Text(media) => json!({media: {"schema": {"type": "string"}}}),
+        Body::JsonOrText(schema, media) => json!({
+            "application/json": {"schema": schema(generator)},
+            media: {"schema": {"type": "string"}},
+        }),
     };
     let mut op = json!({
         "summary": route.summary,
@@ -306,7 +369,7 @@ mod tests {
         for route in ROUTES {
             let op = &document["paths"][route.template][route.method.to_ascii_lowercase()];
             let answer = &op["responses"][route.status.to_string()]["content"];
-            if let Body::Json(_) = route.response {
+            if let Body::Json(_) | Body::JsonOrText(..) = route.response {
                 let schema = &answer["application/json"]["schema"];
                 assert!(schema.is_object() && schema != &json!({}), "{} {}: {schema}", route.method, route.template);
             }
