@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -21,7 +22,7 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 pub const VALIDATION_FAILED: &str = "strategy_validation_failed";
 
 /// Every error answer: `{"status":"error","error":…}` plus, for some, details.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ErrorBody {
     /// Always `"error"`.
@@ -43,7 +44,7 @@ pub struct ErrorBody {
 }
 
 /// Instances referencing one revision (in a 409 answer to a delete).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RevisionUsage {
     /// The revision.
@@ -69,7 +70,7 @@ impl ErrorBody {
 }
 
 /// `POST /strategies/modules` and `PUT /strategies/modules/{selector}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UploadRequest {
     /// The module's JavaScript source.
@@ -86,7 +87,7 @@ pub struct UploadRequest {
 }
 
 /// Answer to an upload (201 when new, 200 when the bytes were known).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UploadResponse {
     /// Strategy name.
@@ -103,7 +104,7 @@ pub struct UploadResponse {
 pub type Links = BTreeMap<String, String>;
 
 /// One revision inside a module summary.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RevisionInfo {
     /// The revision's hash.
@@ -121,7 +122,7 @@ pub struct RevisionInfo {
 }
 
 /// Usage of one revision (SPEC §2.1).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RunningInfo {
     /// The revision.
@@ -132,14 +133,16 @@ pub struct RunningInfo {
     pub count: usize,
     /// First time any instance ran it.
     #[serde(with = "time::serde::rfc3339::option")]
+    #[schemars(with = "Option<crate::schema::Rfc3339>")]
     pub first_seen: Option<OffsetDateTime>,
     /// Last time an instance was seen running it.
     #[serde(with = "time::serde::rfc3339::option")]
+    #[schemars(with = "Option<crate::schema::Rfc3339>")]
     pub last_seen: Option<OffsetDateTime>,
 }
 
 /// One strategy as listed by `GET /strategies/modules`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ModuleSummary {
     /// Strategy name.
@@ -157,7 +160,7 @@ pub struct ModuleSummary {
 }
 
 /// A page of results with the total before paging.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ModulesPage {
     /// This page.
@@ -171,7 +174,7 @@ pub struct ModulesPage {
 }
 
 /// `GET /strategies/modules/{selector}`: one resolved revision.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RevisionSummary {
     /// The selector as given.
@@ -188,7 +191,7 @@ pub struct RevisionSummary {
 }
 
 /// One strategy as listed by `GET /strategies` and `GET /strategies/{name}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StrategyInfo {
     /// Strategy name.
@@ -206,14 +209,14 @@ pub struct StrategyInfo {
 }
 
 /// `GET /strategies`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct StrategyList {
     /// Every strategy with a `latest` revision, by name.
     pub strategies: Vec<StrategyInfo>,
 }
 
 /// `PUT /strategies/modules/{name}/tags/{tag}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TagMoveRequest {
     /// Target revision: a hash, a prefix, or any selector of the same strategy.
@@ -224,7 +227,7 @@ pub struct TagMoveRequest {
 }
 
 /// Answer to a tag move or deletion.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TagResponse {
     /// Strategy name.
@@ -243,7 +246,7 @@ pub struct TagResponse {
 }
 
 /// Answer to `DELETE /strategies/modules/{selector}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DeleteResponse {
     /// Strategy concerned.
@@ -255,7 +258,7 @@ pub struct DeleteResponse {
 }
 
 /// One revision's usage in `GET /strategies/registry`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UsageEntry {
     /// Strategy name.
@@ -268,9 +271,11 @@ pub struct UsageEntry {
     pub instances: Vec<String>,
     /// First time any instance ran it.
     #[serde(with = "time::serde::rfc3339::option")]
+    #[schemars(with = "Option<crate::schema::Rfc3339>")]
     pub first_seen: Option<OffsetDateTime>,
     /// Last time an instance was seen running it.
     #[serde(with = "time::serde::rfc3339::option")]
+    #[schemars(with = "Option<crate::schema::Rfc3339>")]
     pub last_seen: Option<OffsetDateTime>,
     /// No instance runs it, no tag points at it, and the grace period is over.
     pub retired: bool,
@@ -281,7 +286,7 @@ pub struct UsageEntry {
 }
 
 /// A registry entry that failed to load.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LoadErrorInfo {
     /// The strategy entry.
@@ -294,7 +299,7 @@ pub struct LoadErrorInfo {
 }
 
 /// `GET /strategies/registry`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct RegistryExport {
     /// `registry.json` as the daemon last read or wrote it.
     pub registry: serde_json::Value,
@@ -305,7 +310,7 @@ pub struct RegistryExport {
 }
 
 /// Progress of a registry load.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LoadProgressInfo {
     /// Revisions to verify.
@@ -317,7 +322,7 @@ pub struct LoadProgressInfo {
 }
 
 /// `GET /healthz`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Health {
     /// `ok`, `loading`, `degraded` or `error`.
@@ -338,7 +343,7 @@ pub struct Health {
 pub type Scope = indexmap::IndexMap<String, ScopeEntry>;
 
 /// The symbols an instance trades on one provider.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ScopeEntry {
     /// Symbols, e.g. `["BTC-USDT"]`.
@@ -346,7 +351,7 @@ pub struct ScopeEntry {
 }
 
 /// The `strategy` part of an instance create request.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct StrategyRef {
     /// Any selector: `name`, `name:tag`, `name@sha256:<hex>`, a hash…
@@ -357,7 +362,7 @@ pub struct StrategyRef {
 }
 
 /// `POST /strategy/instances`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateInstanceRequest {
     /// Instance id: `[A-Za-z0-9._-]{1,128}`.
@@ -372,7 +377,7 @@ pub struct CreateInstanceRequest {
 }
 
 /// The `strategy` part of an instance.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct InstanceStrategy {
     /// Strategy name.
@@ -388,7 +393,7 @@ pub struct InstanceStrategy {
 }
 
 /// An instance's counters.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CountersView {
     /// Events handed to the strategy.
@@ -403,11 +408,12 @@ pub struct CountersView {
     pub orders_filled: u64,
     /// When the last event was delivered.
     #[serde(with = "time::serde::rfc3339::option")]
+    #[schemars(with = "Option<crate::schema::Rfc3339>")]
     pub last_event_at: Option<OffsetDateTime>,
 }
 
 /// Lifecycle states (SPEC §2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum InstanceState {
     /// Not running.
@@ -436,7 +442,7 @@ impl InstanceState {
 }
 
 /// One instance (SPEC §3).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct InstanceView {
     /// Instance id.
@@ -457,16 +463,18 @@ pub struct InstanceView {
     pub counters: CountersView,
     /// When it was created.
     #[serde(with = "time::serde::rfc3339")]
+    #[schemars(with = "crate::schema::Rfc3339")]
     pub created_at: OffsetDateTime,
     /// When it last started.
     #[serde(with = "time::serde::rfc3339::option")]
+    #[schemars(with = "Option<crate::schema::Rfc3339>")]
     pub started_at: Option<OffsetDateTime>,
     /// `self`, `usage`, `module`, `logs`.
     pub links: Links,
 }
 
 /// `GET /strategy/instances`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct InstancesPage {
     /// This page.
@@ -481,7 +489,7 @@ pub struct InstancesPage {
 
 /// `PUT /strategy/instances/{id}`: the new config (a full spec is accepted
 /// but only `config` may differ from the stored one).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UpdateInstanceRequest {
     /// The new config.
@@ -502,7 +510,7 @@ pub struct UpdateInstanceRequest {
 }
 
 /// One provider in `GET /providers`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ProviderInfo {
     /// Name (the key of an instance's scope).
@@ -513,8 +521,24 @@ pub struct ProviderInfo {
     pub symbols: Vec<String>,
 }
 
+/// `GET /providers`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ProviderList {
+    /// Every configured venue, in config order.
+    pub providers: Vec<ProviderInfo>,
+}
+
+/// Answer to `DELETE /strategy/instances/{id}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct InstanceDeleted {
+    /// The instance deleted.
+    pub id: String,
+    /// Always true.
+    pub deleted: bool,
+}
+
 /// The `usage` block of `GET /strategies/modules/{selector}/usage`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UsageSummary {
     /// Running instances.
@@ -524,9 +548,11 @@ pub struct UsageSummary {
     pub instances: usize,
     /// First time any instance ran it.
     #[serde(with = "time::serde::rfc3339::option")]
+    #[schemars(with = "Option<crate::schema::Rfc3339>")]
     pub first_seen: Option<OffsetDateTime>,
     /// Last time an instance was seen running it.
     #[serde(with = "time::serde::rfc3339::option")]
+    #[schemars(with = "Option<crate::schema::Rfc3339>")]
     pub last_seen: Option<OffsetDateTime>,
     /// No running instance, no tag pointing at it, and the grace period
     /// (`[usage] retire_after_secs`) is over.
@@ -543,7 +569,7 @@ pub struct UsageSummary {
 }
 
 /// One instance in a usage page.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UsageInstance {
     /// Instance id.
@@ -566,7 +592,7 @@ pub struct UsageInstance {
 }
 
 /// `GET /strategies/modules/{selector}/usage`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UsageResponse {
     /// The selector as given.
@@ -589,7 +615,7 @@ pub struct UsageResponse {
 
 /// `POST /strategies/refresh`: which instances to re-resolve (both empty =
 /// every instance).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RefreshRequest {
     /// Instances pinned to these hashes (any hash form, prefixes included).
@@ -602,7 +628,7 @@ pub struct RefreshRequest {
 }
 
 /// Why a refresh did what it did to an instance (SPEC §2.2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum RefreshReason {
     /// The selector resolves to another hash: re-pinned (restarted if running).
@@ -631,7 +657,7 @@ impl RefreshReason {
 }
 
 /// One result of a refresh: an instance, or a target that matched none.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RefreshResult {
     /// The instance's selector, or the target as given.
@@ -653,7 +679,7 @@ pub struct RefreshResult {
 }
 
 /// Answer to `POST /strategies/refresh`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct RefreshResponse {
     /// `ok`.
     pub status: String,
@@ -663,7 +689,7 @@ pub struct RefreshResponse {
 }
 
 /// `POST /strategies/modules/{selector}/repin`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RepinRequest {
     /// Where to move the instances: a selector of the same strategy, kept
@@ -672,7 +698,7 @@ pub struct RepinRequest {
 }
 
 /// One instance's result of a batch restart or re-pin.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BatchResult {
     /// The instance.
@@ -689,7 +715,7 @@ pub struct BatchResult {
 }
 
 /// Answer to a batch restart or re-pin.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct BatchResponse {
     /// One per instance pinned to the hash, by id.
     pub results: Vec<BatchResult>,

@@ -186,6 +186,21 @@ impl<'de> Deserialize<'de> for RevisionHash {
     }
 }
 
+/// The JSON Schema of the serialised form: `sha256:` and 64 lowercase hex digits.
+impl schemars::JsonSchema for RevisionHash {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "RevisionHash".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A revision's SHA-256: `sha256:` and 64 lowercase hex digits.",
+            "type": "string",
+            "pattern": "^sha256:[0-9a-f]{64}$",
+        })
+    }
+}
+
 /// Whether `s` is 8 to 64 ASCII hex digits (any case): a full hash or an acceptable prefix.
 pub fn is_hex_prefix(s: &str) -> bool {
     (MIN_PREFIX_LEN..=HEX_LEN).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_hexdigit())

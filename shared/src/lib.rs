@@ -7,6 +7,7 @@ pub mod api;
 pub mod hash;
 pub mod metadata;
 pub mod names;
+pub mod schema;
 pub mod selector;
 pub mod stream;
 

@@ -5,6 +5,7 @@
 //! of the `diagnostics` array of a 422 `strategy_validation_failed` answer.
 //! Both are API output types and serialise as camelCase JSON.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// Name of the boolean config field added to every schema that lacks it.
@@ -14,7 +15,7 @@ use serde::{Deserialize, Serialize};
 pub const DRY_RUN_FIELD: &str = "dry_run";
 
 /// Validated metadata of one strategy revision.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ModuleMetadata {
     /// Strategy name (`metadata.name`), a valid strategy name.
@@ -38,7 +39,7 @@ pub struct ModuleMetadata {
 }
 
 /// One field of a strategy's config schema.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ConfigField {
     /// Field name, unique within the schema.
@@ -58,7 +59,7 @@ pub struct ConfigField {
 }
 
 /// Type of a config field.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ConfigType {
     /// A JSON boolean.
@@ -168,7 +169,7 @@ impl std::fmt::Display for ConfigType {
 }
 
 /// Kind of market or account event a strategy can subscribe to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub enum EventKind {
     /// A public trade.
     Trade,
@@ -232,7 +233,7 @@ impl std::fmt::Display for EventKind {
 }
 
 /// One problem found while checking an uploaded module.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Diagnostic {
     /// Which step found the problem.
@@ -264,7 +265,7 @@ impl Diagnostic {
 }
 
 /// Step of module checking that produced a [`Diagnostic`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum DiagnosticStage {
     /// The source could not be compiled (bad encoding, syntax error).

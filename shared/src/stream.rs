@@ -11,6 +11,7 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -21,7 +22,7 @@ use crate::api::InstanceState;
 // Messages live one at a time on their way to or from JSON; boxing the
 // delta would only add an allocation per message.
 #[allow(clippy::large_enum_variant)]
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "camelCase")]
 pub enum ServerMessage {
     /// Every revision's usage as of `seq`.
@@ -56,7 +57,7 @@ pub enum ServerMessage {
 }
 
 /// A message from the client.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "camelCase", deny_unknown_fields)]
 pub enum ClientMessage {
     /// Keep only deltas about these strategies or hashes (both empty = all).
@@ -72,7 +73,7 @@ pub enum ClientMessage {
 }
 
 /// `{"type":"snapshot"}`: every revision's usage.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Snapshot {
     /// The `seq` of the last delta it includes; deltas after it follow.
@@ -86,7 +87,7 @@ pub struct Snapshot {
 }
 
 /// One revision's usage, as the snapshot carries it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RevisionState {
     /// Strategy name.
@@ -101,16 +102,18 @@ pub struct RevisionState {
     pub instances: Vec<String>,
     /// First time any instance ran it (`null` if never).
     #[serde(with = "time::serde::rfc3339::option")]
+    #[schemars(with = "Option<crate::schema::Rfc3339>")]
     pub first_seen: Option<OffsetDateTime>,
     /// Last time an instance was seen running it (`null` if never).
     #[serde(with = "time::serde::rfc3339::option")]
+    #[schemars(with = "Option<crate::schema::Rfc3339>")]
     pub last_seen: Option<OffsetDateTime>,
     /// No running instance, no tag, past the grace period.
     pub retired: bool,
 }
 
 /// What a delta reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum DeltaKind {
     /// An instance was created (pinned to `hash`, not running).
@@ -173,13 +176,14 @@ impl DeltaKind {
 
 /// `{"type":"delta"}`: one change, carrying the new state of the revision
 /// (and instance) it touched.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Delta {
     /// Position in the stream; consecutive for one daemon run.
     pub seq: u64,
     /// When it happened.
     #[serde(with = "time::serde::rfc3339")]
+    #[schemars(with = "crate::schema::Rfc3339")]
     pub ts: OffsetDateTime,
     /// What happened.
     pub kind: DeltaKind,
@@ -199,9 +203,11 @@ pub struct Delta {
     pub count: usize,
     /// `hash`'s first-seen time after the change.
     #[serde(with = "time::serde::rfc3339::option")]
+    #[schemars(with = "Option<crate::schema::Rfc3339>")]
     pub first_seen: Option<OffsetDateTime>,
     /// `hash`'s last-seen time after the change.
     #[serde(with = "time::serde::rfc3339::option")]
+    #[schemars(with = "Option<crate::schema::Rfc3339>")]
     pub last_seen: Option<OffsetDateTime>,
     /// Whether `hash` is retired after the change.
     #[serde(default)]

@@ -2,6 +2,8 @@
 //! same code path as the binary) on `127.0.0.1:0` with temporary
 //! directories, driven over HTTP.
 
+pub mod api_examples;
+
 use std::path::{Path, PathBuf};
 
 use reqwest::{Method, StatusCode};

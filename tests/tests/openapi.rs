@@ -2,9 +2,16 @@
 //! route answers on a real daemon (never "no such route", never 405), and
 //! the router itself refuses to register a route missing from the document
 //! (a debug assertion in `api::route`, so every test daemon enforces it).
+//! Its schemas are checked against real traffic: every `$ref` resolves, and
+//! every answer generated for `docs/api.md` (and every request body that
+//! succeeded) validates against its route's schema with `jsonschema`.
+
+use std::collections::BTreeSet;
 
 use reqwest::{Method, StatusCode};
-use serde_json::json;
+use serde_json::{Value, json};
+use strata_daemon::api::openapi::{ROUTES, RouteDoc};
+use strata_tests::api_examples::{Exchange, capture, route_of};
 use strata_tests::{TestDaemon, module};
 
 #[tokio::test]
@@ -41,4 +48,125 @@ async fn every_documented_route_is_served() {
             "{method} {path} is documented but not served: {answer}"
         );
     }
+}
+
+/// Every `$ref` string anywhere in `value`.
+fn refs<'a>(value: &'a Value, out: &mut Vec<&'a str>) {
+    match value {
+        Value::Object(map) => {
+            for (key, value) in map {
+                match (key.as_str(), value) {
+                    ("$ref", Value::String(target)) => out.push(target),
+                    _ => refs(value, out),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|item| refs(item, out)),
+        _ => {}
+    }
+}
+
+/// A validator for `schema`, a schema of `document` whose `$ref`s point
+/// into its `components`.
+fn validator(document: &Value, schema: &Value) -> jsonschema::Validator {
+    let mut root = schema.clone();
+    root["components"] = document["components"].clone();
+    jsonschema::options()
+        .with_draft(jsonschema::Draft::Draft202012)
+        .should_validate_formats(true)
+        .build(&root)
+        .unwrap_or_else(|e| panic!("schema {schema} does not compile: {e}"))
+}
+
+/// The errors of `instance` against `schema`, one line each.
+fn violations(document: &Value, schema: &Value, instance: &Value) -> Vec<String> {
+    validator(document, schema).iter_errors(instance).map(|e| format!("{} at {}", e, e.instance_path())).collect()
+}
+
+/// The documented schema of an answer with `status` and `media` on `route`:
+/// the success response's, or the error envelope for any other status.
+fn answer_schema<'a>(document: &'a Value, route: &RouteDoc, status: u16, media: &str) -> &'a Value {
+    let op = &document["paths"][route.template][route.method.to_ascii_lowercase()];
+    let response =
+        if status == route.status { &op["responses"][status.to_string()] } else { &op["responses"]["default"] };
+    let schema = &response["content"][media]["schema"];
+    assert!(schema.is_object(), "{} {} documents no {media} answer for {status}", route.method, route.template);
+    schema
+}
+
+#[tokio::test]
+async fn every_ref_resolves_and_every_generated_example_matches_its_schema() {
+    let examples = capture().await;
+    let exchanges: Vec<&Exchange> = examples.iter().flat_map(|e| &e.exchanges).collect();
+    let document = &exchanges.iter().find(|x| x.path == "/openapi.json").expect("the served document").answer;
+
+    let mut targets = Vec::new();
+    refs(document, &mut targets);
+    assert!(targets.len() > 50, "{} refs", targets.len());
+    for target in targets {
+        let pointer = target.strip_prefix('#').unwrap_or_else(|| panic!("{target} is not local"));
+        assert!(document.pointer(pointer).is_some_and(Value::is_object), "{target} does not resolve");
+    }
+    assert!(!document.to_string().contains("x-rust-type"));
+
+    let mut seen = BTreeSet::new();
+    let mut failures = Vec::new();
+    for exchange in &exchanges {
+        let route = route_of(&exchange.method, &exchange.path)
+            .unwrap_or_else(|| panic!("{} {} matches no documented route", exchange.method, exchange.path));
+        seen.insert((route.method, route.template));
+        let status = exchange.status.as_u16();
+        let schema = answer_schema(document, route, status, &exchange.media);
+        for problem in violations(document, schema, &exchange.answer) {
+            failures.push(format!("{} {} → {status}: {problem}", exchange.method, exchange.path));
+        }
+        if let (Some(body), true) = (&exchange.request, exchange.status.is_success()) {
+            let op = &document["paths"][route.template][route.method.to_ascii_lowercase()];
+            let schema = &op["requestBody"]["content"]["application/json"]["schema"];
+            assert!(schema.is_object(), "{} {} documents no request body", route.method, route.template);
+            for problem in violations(document, schema, body) {
+                failures.push(format!("{} {} request: {problem}", exchange.method, exchange.path));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "answers that break their schema:\n{}", failures.join("\n"));
+    let missing: Vec<String> = ROUTES
+        .iter()
+        .filter(|r| !seen.contains(&(r.method, r.template)))
+        .map(|r| format!("{} {}", r.method, r.template))
+        .collect();
+    assert!(missing.is_empty(), "routes with no example in docs/api.md: {missing:?}");
+}
+
+#[tokio::test]
+async fn the_schema_check_rejects_wrong_bodies() {
+    let d = TestDaemon::start().await;
+    d.upload(&module("doc", 1), "v1").await;
+    let view = d.create_instance("x", "doc", false).await;
+    let (_, document) = d.get("/openapi.json").await;
+    let route = |method: Method, path: &str| route_of(&method, path).expect("documented");
+    let instance = answer_schema(&document, route(Method::GET, "/strategy/instances/x"), 200, "application/json");
+    assert!(violations(&document, instance, &view).is_empty(), "the real answer is valid");
+
+    let mut wrong_state = view.clone();
+    wrong_state["state"] = json!("paused");
+    let mut no_created_at = view.clone();
+    no_created_at.as_object_mut().unwrap().remove("createdAt");
+    let mut bad_time = view.clone();
+    bad_time["createdAt"] = json!("yesterday");
+    let mut short_hash = view.clone();
+    short_hash["strategy"]["hash"] = json!("sha256:abc");
+    for wrong in [wrong_state, no_created_at, bad_time, short_hash, json!({"status": "error", "error": "x"})] {
+        assert!(!violations(&document, instance, &wrong).is_empty(), "accepted: {wrong}");
+    }
+
+    let error = answer_schema(&document, route(Method::GET, "/strategy/instances/x"), 404, "application/json");
+    assert!(violations(&document, error, &json!({"status": "error", "error": "unknown instance"})).is_empty());
+    assert!(!violations(&document, error, &json!({"status": "ok"})).is_empty(), "an envelope needs `error`");
+
+    let op = &document["paths"]["/strategies/modules"]["post"];
+    let upload = &op["requestBody"]["content"]["application/json"]["schema"];
+    assert!(violations(&document, upload, &json!({"source": "x", "tag": "v1"})).is_empty());
+    assert!(!violations(&document, upload, &json!({"source": "x", "name": "hello"})).is_empty(), "unknown field");
+    assert!(!violations(&document, upload, &json!({"tag": "v1"})).is_empty(), "source is required");
 }

@@ -2,8 +2,8 @@
 
 use serde::Deserialize;
 use strata_shared::api::{
-    BatchResponse, CreateInstanceRequest, InstanceState, InstancesPage, ProviderInfo, RefreshRequest, RefreshResponse,
-    RepinRequest, UpdateInstanceRequest,
+    BatchResponse, CreateInstanceRequest, InstanceDeleted, InstanceState, InstancesPage, ProviderInfo, ProviderList,
+    RefreshRequest, RefreshResponse, RepinRequest, UpdateInstanceRequest,
 };
 use warp::Filter;
 use warp::filters::BoxedFilter;
@@ -146,9 +146,9 @@ async fn update(id: String, daemon: Daemon, body: bytes::Bytes) -> ApiResult {
 async fn delete(id: String, daemon: Daemon) -> ApiResult {
     ensure_ready(&daemon)?;
     let id = segment(&id)?;
-    let deleted = id.clone();
+    let deleted = InstanceDeleted { id: id.clone(), deleted: true };
     daemon.blocking(move |d| d.instances().delete(&id)).await??;
-    Ok(json_reply(StatusCode::OK, &serde_json::json!({ "id": deleted, "deleted": true })))
+    Ok(json_reply(StatusCode::OK, &deleted))
 }
 
 async fn action(id: String, action: String, daemon: Daemon) -> ApiResult {
@@ -167,7 +167,7 @@ async fn logs(id: String, daemon: Daemon) -> ApiResult {
     ensure_ready(&daemon)?;
     let id = segment(&id)?;
     let lines = daemon.blocking(move |d| d.instances().logs(&id)).await??;
-    Ok(json_reply(StatusCode::OK, &serde_json::json!({ "lines": lines })))
+    Ok(json_reply(StatusCode::OK, &crate::runtime::logs::LogLines { lines }))
 }
 
 /// `POST /strategies/refresh`: re-read the registry, then re-resolve the
@@ -222,7 +222,7 @@ async fn repin_all(selector: String, daemon: Daemon, body: bytes::Bytes) -> ApiR
 }
 
 fn providers(daemon: Daemon) -> ApiResult {
-    let providers: Vec<ProviderInfo> = daemon
+    let providers = daemon
         .instances()
         .providers()
         .iter()
@@ -232,5 +232,5 @@ fn providers(daemon: Daemon) -> ApiResult {
             symbols: p.symbols().iter().map(|s| s.to_string()).collect(),
         })
         .collect();
-    Ok(json_reply(StatusCode::OK, &serde_json::json!({ "providers": providers })))
+    Ok(json_reply(StatusCode::OK, &ProviderList { providers }))
 }

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 pub use strata_shared::api::CountersView;
 
 use parking_lot::Mutex;
+use schemars::JsonSchema;
 use serde::{Serialize, Serializer};
 use time::OffsetDateTime;
 
@@ -26,14 +27,16 @@ pub const MAX_MESSAGE_BYTES: usize = 2048;
 pub const TRUNCATION_MARK: &str = "… [truncated]";
 
 /// One line of an instance's log.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LogLine {
     /// When the line was logged (RFC 3339 in JSON).
     #[serde(with = "time::serde::rfc3339")]
+    #[schemars(with = "strata_shared::schema::Rfc3339")]
     pub ts: OffsetDateTime,
     /// Severity (`log`, `info`, `warn` or `error` in JSON).
     #[serde(serialize_with = "serialize_level")]
+    #[schemars(schema_with = "level_schema")]
     pub level: LogLevel,
     /// The text, at most [`MAX_MESSAGE_BYTES`] plus the truncation mark.
     pub message: String,
@@ -41,6 +44,18 @@ pub struct LogLine {
 
 fn serialize_level<S: Serializer>(level: &LogLevel, serializer: S) -> Result<S::Ok, S::Error> {
     serializer.serialize_str(level.method())
+}
+
+fn level_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let levels: Vec<&str> = LogLevel::ALL.iter().map(|level| level.method()).collect();
+    schemars::json_schema!({"type": "string", "enum": levels})
+}
+
+/// `GET /strategy/instances/{id}/logs`: the instance's recent lines, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct LogLines {
+    /// At most the ring's capacity of lines.
+    pub lines: Vec<LogLine>,
 }
 
 /// Bounded buffer of an instance's most recent log lines; the oldest line is
