@@ -28,7 +28,21 @@ use strata_shared::Selector;
 
 /// Serves the API on `listener` until `shutdown` completes.
 pub async fn serve(daemon: Daemon, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) {
+    if let Err(error) = disable_nagle(&listener) {
+        tracing::warn!(%error, "cannot set TCP_NODELAY: small WebSocket writes may wait for ACKs");
+    }
     warp::serve(routes(daemon)).incoming(listener).graceful(shutdown).run().await;
+}
+
+/// Sets `TCP_NODELAY` on the listening socket; connections accepted from it
+/// inherit it (warp offers no hook on each accepted connection).
+///
+/// Why: the WebSocket stream writes small batches of deltas. With Nagle's
+/// algorithm a write waits for the ACK of the previous one, and the peer
+/// delays that ACK (up to 40 ms on Linux), which put tens of milliseconds on
+/// every delivery under load (docs/performance.md).
+fn disable_nagle(listener: &TcpListener) -> std::io::Result<()> {
+    socket2::SockRef::from(listener).set_tcp_nodelay(true)
 }
 
 /// Every route, behind the bearer-token check, with the error envelope for
@@ -189,4 +203,19 @@ fn segment(raw: &str) -> Result<String, ApiError> {
 fn json_reply<T: serde::Serialize>(status: warp::http::StatusCode, value: &T) -> Response {
     use warp::Reply;
     warp::reply::with_status(warp::reply::json(value), status).into_response()
+}
+
+#[cfg(test)]
+mod nagle_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn accepted_connections_inherit_tcp_nodelay_from_the_listener() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+        disable_nagle(&listener).expect("set on the listener");
+        let address = listener.local_addr().expect("address");
+        let (accepted, _client) = tokio::join!(listener.accept(), tokio::net::TcpStream::connect(address));
+        let (stream, _) = accepted.expect("accepted");
+        assert!(stream.nodelay().expect("read the option"), "accepted sockets must not use Nagle's algorithm");
+    }
 }

@@ -96,24 +96,30 @@ const ENCODED_SLOTS: usize = 1024;
 
 /// Recently encoded deltas, by `seq` modulo the slot count. The `Weak` pins
 /// the delta's allocation, so pointer equality proves it is the same delta
-/// (even across several buses in one process, as in tests).
-#[allow(clippy::type_complexity)]
-static ENCODED: [Mutex<Option<(Weak<Delta>, Arc<str>)>>; ENCODED_SLOTS] = [const { Mutex::new(None) }; ENCODED_SLOTS];
+/// (even across several buses in one process, as in tests). The message's
+/// text is reference-counted bytes, so a clone shares it.
+static ENCODED: [Mutex<Option<Encoded>>; ENCODED_SLOTS] = [const { Mutex::new(None) }; ENCODED_SLOTS];
+
+/// A delta (by identity) and its encoded message.
+type Encoded = (Weak<Delta>, Message);
 
 /// A delta as a `{"type":"delta",…}` message, encoded once and shared by
-/// every subscriber writing it (encoding per subscriber would multiply the
-/// serialization work by the number of subscribers).
+/// every subscriber writing it: no subscriber serializes, allocates or
+/// copies it again (only the WebSocket framing copies it into the socket's
+/// buffer).
 fn delta_text(delta: &Arc<Delta>) -> Message {
     let slot = &ENCODED[(delta.seq % ENCODED_SLOTS as u64) as usize];
-    let cached =
-        slot.lock().as_ref().filter(|(weak, _)| weak.as_ptr() == Arc::as_ptr(delta)).map(|(_, json)| json.clone());
-    let json = cached.unwrap_or_else(|| {
+    let cached = slot
+        .lock()
+        .as_ref()
+        .filter(|(weak, _)| weak.as_ptr() == Arc::as_ptr(delta))
+        .map(|(_, message)| message.clone());
+    cached.unwrap_or_else(|| {
         // Encoded outside the lock; two subscribers racing here both encode, harmlessly.
-        let json: Arc<str> = serde_json::to_string(&Outgoing::Delta(delta)).expect("stream messages serialize").into();
-        *slot.lock() = Some((Arc::downgrade(delta), json.clone()));
-        json
-    });
-    Message::text(&*json)
+        let message = Message::text(serde_json::to_string(&Outgoing::Delta(delta)).expect("stream messages serialize"));
+        *slot.lock() = Some((Arc::downgrade(delta), message.clone()));
+        message
+    })
 }
 
 fn text<T: Serialize>(message: &T) -> Message {

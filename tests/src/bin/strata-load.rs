@@ -322,6 +322,24 @@ fn cpu_seconds(pid: Option<u32>) -> anyhow::Result<f64> {
     Ok((ticks(11)? + ticks(12)?) / 100.0)
 }
 
+/// The machine's CPU time so far, in USER_HZ ticks: (idle + iowait, steal,
+/// everything). Steal is time the hypervisor gave this VM's CPUs to
+/// someone else: a run with much of it measured a busy host, not Strata.
+fn machine_ticks() -> anyhow::Result<(u64, u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()
+        .context("no cpu line")?
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .map(str::parse)
+        .collect::<Result<_, _>>()?;
+    anyhow::ensure!(fields.len() == 8, "short cpu line");
+    Ok((fields[3] + fields[4], fields[7], fields.iter().sum()))
+}
+
 /// Sends `ids.len()` POSTs (`path(id)` with `body(id)`) from `concurrency` clients.
 async fn post_all(
     base: &str,
@@ -572,8 +590,8 @@ mod stream {
     use tokio_tungstenite::{connect_async, connect_async_with_config};
 
     use super::{
-        Driver, StreamArgs, TRIVIAL, cpu_seconds, free_port, named_module, percentile, post_all, rss_kib,
-        start_configured, upload,
+        Driver, StreamArgs, TRIVIAL, cpu_seconds, free_port, machine_ticks, named_module, percentile, post_all,
+        rss_kib, start_configured, upload,
     };
 
     /// The `seq` and `ts` of a delta, read from the front of the message.
@@ -618,7 +636,7 @@ mod stream {
     /// read buffer (128 KiB by default) before every read; a thousand
     /// sockets reading a few KiB at a time would spend this process's CPU on
     /// that instead of on the frames.
-    const READ_BUFFER: usize = 16 * 1024;
+    const READ_BUFFER: usize = 8 * 1024;
 
     /// Reads one subscriber's stream until it sees a delta past `until`
     /// (set once the burst is over, then followed by a sentinel delta), or
@@ -736,10 +754,12 @@ mod stream {
 
         let sent = Arc::new(AtomicU64::new(0));
         let cpu_before = (cpu_seconds(Some(pid))?, cpu_seconds(None)?);
+        let machine_before = machine_ticks()?;
         let burst = Instant::now();
         plan.drive(&base, &args, burst, sent.clone()).await?;
         let burst_elapsed = burst.elapsed();
         let cpu_after = (cpu_seconds(Some(pid))?, cpu_seconds(None)?);
+        let machine_after = machine_ticks()?;
         let gauge = |metrics: String, name: &str| {
             metrics.lines().find_map(|l| l.strip_prefix(name)).unwrap_or("?").trim().to_owned()
         };
@@ -809,6 +829,12 @@ mod stream {
             std::thread::available_parallelism().map_or(0, usize::from),
             per_second(cpu_before.0, cpu_after.0),
             per_second(cpu_before.1, cpu_after.1)
+        );
+        let total = (machine_after.2 - machine_before.2).max(1) as f64;
+        println!(
+            "machine during the burst: {:.0}% idle, {:.0}% stolen by the hypervisor (a run with much steal measured the host)",
+            100.0 * (machine_after.0 - machine_before.0) as f64 / total,
+            100.0 * (machine_after.1 - machine_before.1) as f64 / total
         );
         println!(
             "subscribers missing deltas: {incomplete}; gaps: {gaps}; resyncs seen by readers: {resyncs}; failed: {failed}"
@@ -918,11 +944,14 @@ mod stream {
                     })
                     .collect();
                 let (client, base, sent) = (reqwest::Client::new(), base.to_owned(), sent.clone());
+                let phase = worker as f64 / workers as f64;
                 tasks.push(tokio::spawn(async move {
                     let mut flipped = vec![false; requests.len()];
                     let mut n = 0u64;
                     while Instant::now() < end && !requests.is_empty() {
-                        let due = burst + Duration::from_secs_f64(n as f64 / per_worker);
+                        // Workers are staggered so requests arrive evenly, not
+                        // `--concurrency` at a time.
+                        let due = burst + Duration::from_secs_f64((n as f64 + phase) / per_worker);
                         tokio::time::sleep_until(due.into()).await;
                         let at = n as usize % requests.len();
                         let (path, body) = &requests[at][usize::from(flipped[at])];
