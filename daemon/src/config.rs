@@ -73,10 +73,6 @@ pub struct UsageConfig {
     pub stream_replay: usize,
     /// Deltas a WebSocket subscriber may fall behind before it is resynced.
     pub stream_queue: usize,
-    /// Shortest time in milliseconds between two writes to one WebSocket
-    /// subscriber: deltas arriving sooner wait and go out together (0 writes
-    /// every delta at once). See `docs/websocket.md`.
-    pub stream_flush_ms: u64,
 }
 
 impl Default for UsageConfig {
@@ -85,7 +81,6 @@ impl Default for UsageConfig {
             retire_after_secs: 0,
             stream_replay: crate::stream::DEFAULT_REPLAY,
             stream_queue: crate::stream::DEFAULT_QUEUE,
-            stream_flush_ms: crate::stream::ws::DEFAULT_FLUSH_EVERY.as_millis() as u64,
         }
     }
 }

@@ -2,8 +2,6 @@
 //! is in [`crate::stream::ws`]; this is the upgrade: token, `?since=`, then
 //! one task per connection.
 
-use std::time::Duration;
-
 use serde::Deserialize;
 use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
@@ -56,11 +54,7 @@ fn upgrade_handler(
     };
     Ok(ws
         .on_upgrade(move |socket| async move {
-            let settings = Settings {
-                flush_every: Duration::from_millis(daemon.config().usage.stream_flush_ms),
-                ..Settings::default()
-            };
-            serve(socket, daemon.usage(), daemon.metrics(), since, &settings).await;
+            serve(socket, daemon.usage(), daemon.metrics(), since, &Settings::default()).await;
         })
         .into_response())
 }

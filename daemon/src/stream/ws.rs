@@ -8,12 +8,9 @@
 //! `reset`; one whose socket accepts nothing for [`Settings::send_timeout`]
 //! is dropped. Publishers never wait for any of this.
 //!
-//! Writes are paced: a delta that arrives within [`Settings::flush_every`]
-//! of the previous write waits for the rest of that interval and goes out
-//! with whatever arrived meanwhile, in one flush. An isolated delta is
-//! written at once; under a burst each subscriber costs one wake-up and one
-//! socket write per interval instead of one per delta, which is what lets
-//! a thousand subscribers keep up on a small machine (docs/performance.md).
+//! Every delta already waiting when the task wakes goes out in the same
+//! flush (up to [`Settings::batch`]), so under load a subscriber costs one
+//! socket write per wake-up, not one per delta.
 //!
 //! Ordering: the task subscribes to the bus *before* taking a snapshot, and
 //! the snapshot is taken under the usage index's lock (the lock every delta
@@ -52,12 +49,7 @@ pub struct Settings {
     pub send_timeout: Duration,
     /// Most deltas written per flush when several are waiting.
     pub batch: usize,
-    /// Shortest time between two writes of deltas (zero: write each at once).
-    pub flush_every: Duration,
 }
-
-/// Default of [`Settings::flush_every`] (`[usage] stream_flush_ms`).
-pub const DEFAULT_FLUSH_EVERY: Duration = Duration::from_millis(10);
 
 impl Default for Settings {
     fn default() -> Self {
@@ -66,7 +58,6 @@ impl Default for Settings {
             idle_timeout: Duration::from_secs(30),
             send_timeout: Duration::from_secs(10),
             batch: 256,
-            flush_every: DEFAULT_FLUSH_EVERY,
         }
     }
 }
@@ -334,7 +325,6 @@ where
     ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut heard = Instant::now();
     let mut batch = Vec::with_capacity(settings.batch);
-    let mut last_write: Option<Instant> = None;
     loop {
         tokio::select! {
             frame = incoming.recv() => {
@@ -360,20 +350,8 @@ where
                     Err(RecvError::Closed) => return Err(Ended::BusClosed),
                 };
                 drain(&mut receiver, &mut batch, settings.batch, &mut lagged)?;
-                // Pace the writes (module docs): wait out the interval, then
-                // take what arrived meanwhile. Waiting here leaves the ring
-                // to hold the deltas, so publishers are never slowed.
-                if let Some(due) = last_write.map(|at| at + settings.flush_every)
-                    && lagged.is_none()
-                    && batch.len() < settings.batch
-                    && Instant::now() < due
-                {
-                    tokio::time::sleep_until(due).await;
-                    drain(&mut receiver, &mut batch, settings.batch, &mut lagged)?;
-                }
                 let deltas = std::mem::take(&mut batch);
                 connection.deltas(&deltas).await?;
-                last_write = Some(Instant::now());
                 batch = deltas;
                 batch.clear();
                 if let Some(missed) = lagged {

@@ -107,9 +107,6 @@ struct StreamArgs {
     /// `repin` driver: instances moved by one re-pin request (one strategy each).
     #[arg(long, default_value_t = 20)]
     per_request: usize,
-    /// The daemon's `[usage] stream_flush_ms` (its default when not given).
-    #[arg(long)]
-    flush_ms: Option<u64>,
 }
 
 /// What drives the lifecycle events of `strata-load stream`.
@@ -591,7 +588,7 @@ mod stream {
 
     use super::{
         Driver, StreamArgs, TRIVIAL, cpu_seconds, free_port, machine_ticks, named_module, percentile, post_all,
-        rss_kib, start_configured, upload,
+        rss_kib, start, upload,
     };
 
     /// The `seq` and `ts` of a delta, read from the front of the message.
@@ -698,12 +695,7 @@ mod stream {
         }
         let dir = tempfile::tempdir()?;
         let port = free_port()?;
-        let config = dir.path().join("stratad.toml");
-        match args.flush_ms {
-            Some(ms) => std::fs::write(&config, format!("[usage]\nstream_flush_ms = {ms}\n"))?,
-            None => std::fs::write(&config, "")?,
-        }
-        let (daemon, _) = start_configured(stratad, dir.path(), port, Some(&config)).await?;
+        let (daemon, _) = start(stratad, dir.path(), port).await?;
         let pid = daemon.0.id();
         let base = format!("http://127.0.0.1:{port}");
         let url = format!("ws://127.0.0.1:{port}/ws");
