@@ -1,7 +1,9 @@
 //! Usage pages straight from the index: a page of 100 ids at offset 0 and at
 //! the last page of a revision with 50,000 instances, against the first
 //! page of a revision with 100 (the floor), with and without
-//! `includeStopped` (running, then stopped and re-pinned-away ids).
+//! `includeStopped` (running, then stopped and re-pinned-away ids). The
+//! `walk` case pages a plain `BTreeSet` of the same 50,000 ids by skipping
+//! to the offset, as the index did before it kept ranks.
 //!
 //! Run: `cargo bench -p strata-daemon --bench usage_page`. The ratio of each
 //! case to its `100 instances` floor is what `docs/performance.md` records:
@@ -54,6 +56,10 @@ fn pages(c: &mut Criterion) {
             b.iter(|| black_box(index.pinned_page(hash, pinned.saturating_sub(100), 100)))
         });
     }
+    let walked: std::collections::BTreeSet<String> = (0..50_000).map(|i| format!("inst-{i:06}")).collect();
+    group.bench_function("50000 ids, last page by walking a BTreeSet", |b| {
+        b.iter(|| black_box(walked.iter().skip(49_900).take(100).cloned().collect::<Vec<_>>()))
+    });
     group.finish();
 }
 

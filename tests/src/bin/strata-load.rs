@@ -967,4 +967,16 @@ mod stream {
             Ok(())
         }
     }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn delta_prefix_reads_seq_and_ts_and_nothing_else() {
+            let text = r#"{"type":"delta","seq":42,"ts":"2026-12-06T10:49:21Z","kind":"instanceStarted"}"#;
+            assert_eq!(delta_prefix(text), Some((42, "2026-12-06T10:49:21Z")));
+            assert_eq!(delta_prefix(r#"{"type":"snapshot","seq":1}"#), None);
+        }
+    }
 }
