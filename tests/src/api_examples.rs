@@ -25,7 +25,7 @@ use strata_daemon::demo::DEMO_STRATEGIES;
 use strata_shared::RevisionHash;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::TestDaemon;
+use crate::{TestDaemon, instance_request};
 
 /// The base URL every rendered command uses (the daemon's default listen
 /// address), whatever port the run had.
@@ -347,10 +347,6 @@ fn hello_variant(display_name: &str, tagged: bool) -> String {
     if tagged { source } else { source.replace(" tag: \"v1\",", "") }
 }
 
-fn instance(id: &str, selector: &str, symbol: &str, auto_start: bool) -> Value {
-    json!({"id": id, "strategy": {"identifier": selector}, "scope": {"sim": {"symbols": [symbol]}}, "autoStart": auto_start})
-}
-
 /// Runs the whole script and returns every example, in script order.
 pub async fn capture() -> Vec<Example> {
     let mut s = Session::default();
@@ -532,11 +528,19 @@ async fn usage(s: &mut Session, d: &TestDaemon) {
     let state = ["id", "state"];
     s.example("usage");
     for id in ["alpha", "beta"] {
-        s.expect(d, 201, post("/strategy/instances", instance(id, "momentum:prod", "BTC-USDT", true)).pick(&state))
-            .await;
-    }
-    s.expect(d, 201, post("/strategy/instances", instance("gamma", "momentum:prod", "BTC-USDT", false)).pick(&state))
+        s.expect(
+            d,
+            201,
+            post("/strategy/instances", instance_request(id, "momentum:prod", "BTC-USDT", true)).pick(&state),
+        )
         .await;
+    }
+    s.expect(
+        d,
+        201,
+        post("/strategy/instances", instance_request("gamma", "momentum:prod", "BTC-USDT", false)).pick(&state),
+    )
+    .await;
     s.expect(d, 200, post_empty("/strategy/instances/alpha/stop").pick(&state)).await;
     s.expect(d, 200, get("/strategies/modules/momentum:prod/usage")).await;
     s.expect(d, 200, get("/strategies/modules/momentum:prod/usage?includeStopped=true")).await;
@@ -564,7 +568,7 @@ async fn usage(s: &mut Session, d: &TestDaemon) {
 
     s.example("usage-retired");
     let o8 = short(old, 8);
-    let body = instance("old-v1", "momentum:v1.0.0", "ETH-USDT", true);
+    let body = instance_request("old-v1", "momentum:v1.0.0", "ETH-USDT", true);
     s.expect(d, 201, post("/strategy/instances", body).pick(&["id", "state", "hash=strategy.hash"])).await;
     s.expect(d, 200, delete("/strategies/modules/momentum/tags/v1.0.0?allowOrphan=true")).await;
     s.expect(d, 200, get(format!("/strategies/modules/momentum@{o8}/usage")).pick(&["usage"])).await;
@@ -624,7 +628,7 @@ async fn instances(s: &mut Session, d: &TestDaemon) {
 
     s.example("instance-start-fails");
     s.expect(d, 201, post("/strategies/modules", json!({"source": BOOM}))).await;
-    s.expect(d, 422, create(instance("boom-1", "boom", "BTC-USDT", true))).await;
+    s.expect(d, 422, create(instance_request("boom-1", "boom", "BTC-USDT", true))).await;
     s.expect(d, 200, get("/strategy/instances/boom-1").pick(&["state", "lastError"])).await;
     s.example("usage-failed");
     s.expect(d, 200, get("/strategies/modules/boom/usage?includeStopped=true")).await;
@@ -664,7 +668,7 @@ async fn instances(s: &mut Session, d: &TestDaemon) {
 
     s.example("instance-logs");
     s.expect(d, 201, post("/strategies/modules", json!({"source": CHATTY}))).await;
-    s.expect(d, 201, create(instance("chatty-1", "chatty", "BTC-USDT", true)).pick(&["id", "state"])).await;
+    s.expect(d, 201, create(instance_request("chatty-1", "chatty", "BTC-USDT", true)).pick(&["id", "state"])).await;
     s.expect(d, 200, get("/strategy/instances/chatty-1/logs")).await;
     s.expect(d, 404, get("/strategy/instances/nope/logs")).await;
 
@@ -967,30 +971,19 @@ pub fn splice(doc: &str, examples: &[Example]) -> Result<String, String> {
     Ok(out)
 }
 
-/// A line diff of `old` and `new` (`-`/`+` lines with a line of context),
-/// empty when they are equal.
+/// A line diff of `old` and `new`: each removed line as `N - text` and each
+/// added one as `N + text` (N its line number on its side), empty when they
+/// are equal.
 pub fn diff(old: &str, new: &str) -> String {
-    let (a, b): (Vec<&str>, Vec<&str>) = (old.lines().collect(), new.lines().collect());
-    // Longest common subsequence, then a walk that prints the differences.
-    let mut lcs = vec![vec![0usize; b.len() + 1]; a.len() + 1];
-    for i in (0..a.len()).rev() {
-        for j in (0..b.len()).rev() {
-            lcs[i][j] = if a[i] == b[j] { lcs[i + 1][j + 1] + 1 } else { lcs[i + 1][j].max(lcs[i][j + 1]) };
-        }
-    }
     let mut out = String::new();
-    let (mut i, mut j) = (0, 0);
-    while i < a.len() || j < b.len() {
-        if i < a.len() && j < b.len() && a[i] == b[j] {
-            i += 1;
-            j += 1;
-        } else if j < b.len() && (i == a.len() || lcs[i][j + 1] >= lcs[i + 1][j]) {
-            out.push_str(&format!("{:>5} + {}\n", j + 1, b[j]));
-            j += 1;
-        } else {
-            out.push_str(&format!("{:>5} - {}\n", i + 1, a[i]));
-            i += 1;
-        }
+    for change in similar::TextDiff::from_lines(old, new).iter_all_changes() {
+        let (sign, line) = match change.tag() {
+            similar::ChangeTag::Equal => continue,
+            similar::ChangeTag::Delete => ('-', change.old_index()),
+            similar::ChangeTag::Insert => ('+', change.new_index()),
+        };
+        let number = line.map_or(0, |index| index + 1);
+        out.push_str(&format!("{number:>5} {sign} {}\n", change.value().trim_end_matches('\n')));
     }
     out
 }

@@ -135,8 +135,7 @@ impl TestDaemon {
     /// Creates an instance of `identifier` on `sim`/`BTC-USDT` and asserts
     /// it was accepted; returns the instance object.
     pub async fn create_instance(&self, id: &str, identifier: &str, auto_start: bool) -> Value {
-        let body = serde_json::json!({"id": id, "strategy": {"identifier": identifier},
-                                      "scope": {"sim": {"symbols": ["BTC-USDT"]}}, "autoStart": auto_start});
+        let body = instance_request(id, identifier, "BTC-USDT", auto_start);
         let (status, view) = self.post("/strategy/instances", body).await;
         assert_eq!(status, StatusCode::CREATED, "create {id}: {view}");
         view
@@ -164,6 +163,13 @@ impl Drop for TestDaemon {
             }
         }
     }
+}
+
+/// The body of `POST /strategy/instances`: `id` on `identifier` (any
+/// selector), trading `symbol` on the simulated venue `sim`.
+pub fn instance_request(id: &str, identifier: &str, symbol: &str, auto_start: bool) -> Value {
+    serde_json::json!({"id": id, "strategy": {"identifier": identifier},
+                       "scope": {"sim": {"symbols": [symbol]}}, "autoStart": auto_start})
 }
 
 /// A valid strategy module named `name`; `variant` changes its bytes (and so

@@ -37,10 +37,11 @@ pub async fn serve(daemon: Daemon, listener: TcpListener, shutdown: impl Future<
 /// Sets `TCP_NODELAY` on the listening socket; connections accepted from it
 /// inherit it (warp offers no hook on each accepted connection).
 ///
-/// Why: the WebSocket stream writes small batches of deltas. With Nagle's
-/// algorithm a write waits for the ACK of the previous one, and the peer
-/// delays that ACK (up to 40 ms on Linux), which put tens of milliseconds on
-/// every delivery under load (docs/performance.md).
+/// Why: the WebSocket stream writes small messages. With Nagle's algorithm
+/// a small write can wait for the ACK of the previous one, which the peer
+/// may delay by up to 40 ms on Linux. The batches measured in
+/// docs/performance.md were large enough not to show a difference; a lone
+/// delta to an idle console is the case this protects.
 fn disable_nagle(listener: &TcpListener) -> std::io::Result<()> {
     socket2::SockRef::from(listener).set_tcp_nodelay(true)
 }

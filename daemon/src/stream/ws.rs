@@ -1,9 +1,10 @@
 //! One `GET /ws` subscriber (SPEC §3.1, §3.2): the connection task that turns
 //! the delta [`Bus`](super::Bus) into WebSocket messages.
 //!
-//! Per connection there is exactly one task and no queue of its own: live
-//! deltas wait in the bus's broadcast ring, which is the bound on how far a
-//! subscriber may fall behind (`[usage] stream_queue`). A subscriber that
+//! Per connection there is one writing task with no delta queue of its own
+//! (and a reader task for the client's few frames, see [`read_frames`]):
+//! live deltas wait in the bus's broadcast ring, which is the bound on how
+//! far a subscriber may fall behind (`[usage] stream_queue`). A subscriber that
 //! falls further behind is told `resync` and gets a fresh snapshot flagged
 //! `reset`; one whose socket accepts nothing for [`Settings::send_timeout`]
 //! is dropped. Publishers never wait for any of this.

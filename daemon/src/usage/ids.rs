@@ -8,8 +8,6 @@
 //! running ∪ idle) use [`union_page`], which finds the split point by binary
 //! search over ranks.
 
-use std::cmp::Ordering;
-
 /// Node size of the underlying tree. The crate's default (1,024 slots,
 /// allocated up front) would cost 24 KiB for every non-empty set, and most
 /// revisions hold a handful of ids; 64 keeps small sets small while deep
@@ -23,7 +21,7 @@ pub(super) struct IdSet(Option<indexset::BTreeSet<String>>);
 
 impl PartialEq for IdSet {
     fn eq(&self, other: &Self) -> bool {
-        self.len() == other.len() && self.iter().eq(other.iter())
+        self.iter().eq(other.iter())
     }
 }
 
@@ -114,28 +112,8 @@ pub(super) fn union_page<'a>(a: &'a IdSet, b: &'a IdSet, offset: usize, limit: u
             high = middle;
         }
     }
-    let from_b = offset.saturating_sub(low);
-    if from_b > b.len() {
-        return Vec::new();
-    }
-    let mut left = a.iter_from(low).peekable();
-    let mut right = b.iter_from(from_b).peekable();
-    let mut page = Vec::with_capacity(limit.min(a.len() + b.len()));
-    while page.len() < limit {
-        let next = match (left.peek(), right.peek()) {
-            (Some(x), Some(y)) => match x.cmp(y) {
-                Ordering::Greater => right.next(),
-                _ => left.next(),
-            },
-            (Some(_), None) => left.next(),
-            (None, _) => right.next(),
-        };
-        match next {
-            Some(id) => page.push(id),
-            None => break,
-        }
-    }
-    page
+    // Past the end, `low` is `a.len()` and `iter_from` clamps `b`: empty.
+    itertools::merge(a.iter_from(low), b.iter_from(offset.saturating_sub(low))).take(limit).collect()
 }
 
 #[cfg(test)]

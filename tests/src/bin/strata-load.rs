@@ -39,6 +39,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Parser;
 use strata_daemon::fixtures;
+use strata_tests::instance_request;
 
 #[derive(Debug, Parser)]
 struct Cli {
@@ -391,11 +392,7 @@ async fn instances(stratad: &std::path::Path, args: InstanceArgs) -> anyhow::Res
     upload(&client, &base, TRIVIAL, "v1").await?;
 
     let create = |auto_start: bool| {
-        move |id: &str| {
-            let body = serde_json::json!({"id": id, "strategy": {"identifier": "bench"},
-                "scope": {"sim": {"symbols": ["BTC-USDT"]}}, "autoStart": auto_start});
-            ("/strategy/instances".to_owned(), body)
-        }
+        move |id: &str| ("/strategy/instances".to_owned(), instance_request(id, "bench", "BTC-USDT", auto_start))
     };
     let timed: Vec<String> = (0..args.timed_starts).map(|i| format!("timed-{i}")).collect();
     let created = post_all(&base, &timed, args.concurrency, create(false)).await?;
@@ -470,9 +467,7 @@ async fn upload(client: &reqwest::Client, base: &str, source: &str, tag: &str) -
 async fn run_on(base: &str, ids: &[String], identifier: &str, concurrency: usize) -> anyhow::Result<Duration> {
     let identifier = identifier.to_owned();
     post_all(base, ids, concurrency, move |id: &str| {
-        let body = serde_json::json!({"id": id, "strategy": {"identifier": identifier},
-            "scope": {"sim": {"symbols": ["BTC-USDT"]}}, "autoStart": true});
-        ("/strategy/instances".to_owned(), body)
+        ("/strategy/instances".to_owned(), instance_request(id, &identifier, "BTC-USDT", true))
     })
     .await
 }
@@ -587,8 +582,8 @@ mod stream {
     use tokio_tungstenite::{connect_async, connect_async_with_config};
 
     use super::{
-        Driver, StreamArgs, TRIVIAL, cpu_seconds, free_port, machine_ticks, named_module, percentile, post_all,
-        rss_kib, start, upload,
+        Driver, StreamArgs, TRIVIAL, cpu_seconds, free_port, instance_request, machine_ticks, named_module, percentile,
+        post_all, rss_kib, start, upload,
     };
 
     /// The `seq` and `ts` of a delta, read from the front of the message.
@@ -761,8 +756,7 @@ mod stream {
         let events = end_seq - start_seq;
         until.store(end_seq, Ordering::Release);
         // A sentinel change past `end_seq` tells every reader it has all.
-        let sentinel = serde_json::json!({"id": "sentinel", "strategy": {"identifier": plan.strategy()},
-            "scope": {"sim": {"symbols": ["BTC-USDT"]}}});
+        let sentinel = instance_request("sentinel", plan.strategy(), "BTC-USDT", false);
         let response = client.post(format!("{base}/strategy/instances")).json(&sentinel).send().await?;
         anyhow::ensure!(response.status().is_success(), "sentinel: {}", response.text().await?);
 
@@ -885,9 +879,7 @@ mod stream {
             };
             let selectors: std::collections::HashMap<String, String> = pinned.into_iter().collect();
             post_all(base, &ids, args.concurrency, move |id: &str| {
-                let body = serde_json::json!({"id": id, "strategy": {"identifier": selectors[id]},
-                    "scope": {"sim": {"symbols": ["BTC-USDT"]}}, "autoStart": false});
-                ("/strategy/instances".to_owned(), body)
+                ("/strategy/instances".to_owned(), instance_request(id, &selectors[id], "BTC-USDT", false))
             })
             .await?;
             Ok(plan)
@@ -904,13 +896,9 @@ mod stream {
         ) -> anyhow::Result<()> {
             let end = burst + Duration::from_secs(args.seconds);
             // Each unit is one request target: an instance (http) or a strategy (repin).
-            let units = match self {
-                Self::Http(ids) => ids.len(),
-                Self::Repin(strategies) => strategies.len(),
-            };
-            let events_per_request = match self {
-                Self::Http(_) => 1.0,
-                Self::Repin(_) => args.per_request.max(1) as f64,
+            let (units, events_per_request) = match self {
+                Self::Http(ids) => (ids.len(), 1.0),
+                Self::Repin(strategies) => (strategies.len(), args.per_request.max(1) as f64),
             };
             let workers = args.concurrency.clamp(1, units.max(1));
             let per_worker = args.rate as f64 / events_per_request / workers as f64;
