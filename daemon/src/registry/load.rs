@@ -213,7 +213,7 @@ fn run_jobs(registry: &Registry, jobs: Vec<(usize, Job)>) -> JobResults {
                             }
                             rev
                         });
-                        out.push((*index, result));
+                        out.push((i, *index, result));
                         let done = progress.done.fetch_add(1, Ordering::Relaxed) + 1;
                         if done.is_multiple_of(5_000) {
                             tracing::info!(
@@ -235,7 +235,10 @@ fn run_jobs(registry: &Registry, jobs: Vec<(usize, Job)>) -> JobResults {
             compiled.extend(fresh);
         }
     });
-    (results, compiled)
+    // Workers finish in any order; answer in job (document) order so load
+    // errors are listed the same way on every start.
+    results.sort_unstable_by_key(|(job, _, _)| *job);
+    (results.into_iter().map(|(_, index, result)| (index, result)).collect(), compiled)
 }
 
 /// Reads one revision, checks its hash and finds or compiles its metadata.

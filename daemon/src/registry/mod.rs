@@ -666,12 +666,16 @@ mod tests {
     use super::*;
 
     fn registry(dir: &Path) -> Registry {
+        registry_with_threads(dir, 1)
+    }
+
+    fn registry_with_threads(dir: &Path, load_threads: usize) -> Registry {
         let store = Arc::new(Store::open(dir).unwrap());
         let options = RegistryOptions {
             root: dir.join("strategies"),
             js_limits: JsLimits::default(),
             resolver_cache_capacity: NonZeroUsize::new(16).unwrap(),
-            load_threads: 1,
+            load_threads,
         };
         std::fs::create_dir_all(&options.root).unwrap();
         let registry = Registry::new(options, store, Metrics::new());
@@ -715,5 +719,35 @@ mod tests {
         assert!(matches!(refused, Err(RegistryError::Conflict(_))));
         assert_eq!(registry.resolve("j").unwrap().hash, uploaded.hash);
         assert!(dir.path().join("strategies").join(file::revision_path("j", &uploaded.hash)).exists());
+    }
+
+    #[test]
+    fn load_errors_follow_the_document_whatever_thread_finishes_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let hashes: Vec<String> = {
+            let registry = registry(dir.path());
+            (0..24)
+                .map(|variant| {
+                    let upload =
+                        Upload { source: module(variant), tag: Some(format!("v{variant}")), ..Upload::default() };
+                    registry.upload(upload).unwrap().hash.to_string()
+                })
+                .collect()
+        };
+        // Every revision fails to load: half are missing, half are damaged.
+        for (n, hash) in hashes.iter().enumerate() {
+            let path = dir.path().join("strategies").join(file::revision_path("j", &hash.parse().unwrap()));
+            if n % 2 == 0 {
+                std::fs::remove_file(path).unwrap();
+            } else {
+                std::fs::write(path, "// damaged").unwrap();
+            }
+        }
+        for _ in 0..5 {
+            // A fresh registry has nothing loaded to reuse, so all 24 go to the 4 workers.
+            let registry = registry_with_threads(dir.path(), 4);
+            let listed: Vec<String> = registry.read(|s| s.errors().filter_map(|e| e.hash.clone()).collect::<Vec<_>>());
+            assert_eq!(listed[..hashes.len()], hashes[..], "errors in registry.json order");
+        }
     }
 }
