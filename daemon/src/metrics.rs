@@ -2,7 +2,7 @@
 //! several daemons in one process (as in tests) never share counters.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::registry::resolver::CacheCounters;
@@ -40,6 +40,9 @@ pub struct Metrics {
     pub ws_deltas_sent: IntCounter,
     /// Subscribers told to resync after falling behind (or resuming too late).
     pub ws_resyncs: IntCounter,
+    /// Per write of live deltas to a subscriber: seconds from the oldest
+    /// delta's publication to the end of the write.
+    pub ws_delivery_lag: Histogram,
 }
 
 /// The JavaScript runtime's counters, handed to every instance's host.
@@ -135,8 +138,17 @@ impl Metrics {
             "WebSocket subscribers sent a fresh snapshot after falling behind or resuming too late.",
         )
         .expect("valid metric");
+        let ws_delivery_lag = Histogram::with_opts(
+            HistogramOpts::new(
+                "strata_ws_delivery_lag_seconds",
+                "Per write of live deltas to a WebSocket subscriber: time from the oldest delta's publication to the end of the write.",
+            )
+            .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(refresh_results.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(ws_delivery_lag.clone()),
             Box::new(js.handler_errors.clone()),
             Box::new(js.interrupts.clone()),
             Box::new(instances_drifting.clone()),
@@ -171,6 +183,7 @@ impl Metrics {
             ws_subscribers,
             ws_deltas_sent,
             ws_resyncs,
+            ws_delivery_lag,
         }
     }
 

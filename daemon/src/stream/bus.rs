@@ -7,11 +7,14 @@
 //! more than the ring's capacity behind it is told it lagged and resyncs.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::ops::Deref;
+use std::sync::{Arc, OnceLock};
 
 use parking_lot::Mutex;
+use serde::Serialize;
 use strata_shared::stream::Delta;
 use tokio::sync::broadcast;
+use warp::ws::Message;
 
 /// Deltas kept for `?since=` resumes by default.
 pub const DEFAULT_REPLAY: usize = 8192;
@@ -19,13 +22,57 @@ pub const DEFAULT_REPLAY: usize = 8192;
 pub const DEFAULT_QUEUE: usize = 4096;
 
 /// A subscriber's receiver of live deltas.
-pub type Receiver = broadcast::Receiver<Arc<Delta>>;
+pub type Receiver = broadcast::Receiver<Arc<Published>>;
+
+/// A delta as the bus carries it: the delta (it derefs to it) and its
+/// `{"type":"delta",…}` WebSocket message, encoded by the first subscriber
+/// that writes it and shared by every other one.
+#[derive(Debug)]
+pub struct Published {
+    delta: Delta,
+    message: OnceLock<Message>,
+}
+
+/// A delta serialized as `{"type":"delta",…}` without cloning it.
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+enum Outgoing<'a> {
+    Delta(&'a Delta),
+}
+
+impl Published {
+    fn new(delta: Delta) -> Self {
+        Self { delta, message: OnceLock::new() }
+    }
+
+    /// The delta as a WebSocket message. Encoded once: a clone shares the
+    /// message's reference-counted bytes, so no subscriber serializes,
+    /// allocates or copies it again (only the WebSocket framing copies it
+    /// into the socket's buffer).
+    pub fn message(&self) -> Message {
+        self.message
+            .get_or_init(|| {
+                // Serializing a delta cannot fail: no maps with non-string
+                // keys, no custom serializers that error.
+                Message::text(serde_json::to_string(&Outgoing::Delta(&self.delta)).expect("deltas serialize"))
+            })
+            .clone()
+    }
+}
+
+impl Deref for Published {
+    type Target = Delta;
+
+    fn deref(&self) -> &Delta {
+        &self.delta
+    }
+}
 
 #[derive(Debug, Default)]
 struct Replay {
     /// The `seq` of the last published delta (0 before the first).
     seq: u64,
-    recent: VecDeque<Arc<Delta>>,
+    recent: VecDeque<Arc<Published>>,
 }
 
 /// The delta bus. Share it behind an `Arc`.
@@ -33,7 +80,7 @@ struct Replay {
 pub struct Bus {
     replay: Mutex<Replay>,
     replay_capacity: usize,
-    sender: broadcast::Sender<Arc<Delta>>,
+    sender: broadcast::Sender<Arc<Published>>,
 }
 
 impl Default for Bus {
@@ -57,7 +104,7 @@ impl Bus {
         let mut replay = self.replay.lock();
         replay.seq += 1;
         delta.seq = replay.seq;
-        let delta = Arc::new(delta);
+        let delta = Arc::new(Published::new(delta));
         if replay.recent.len() == self.replay_capacity {
             replay.recent.pop_front();
         }
@@ -86,7 +133,7 @@ impl Bus {
     /// Subscribes and returns the buffered deltas after `since`, or `None`
     /// when some of them are no longer buffered (or `since` is in the
     /// future). Both are taken under one lock, so nothing falls between.
-    pub fn resume(&self, since: u64) -> Option<(Vec<Arc<Delta>>, Receiver)> {
+    pub fn resume(&self, since: u64) -> Option<(Vec<Arc<Published>>, Receiver)> {
         let replay = self.replay.lock();
         if since > replay.seq {
             return None;
@@ -136,5 +183,17 @@ mod tests {
         }
         assert!(matches!(slow.try_recv(), Err(broadcast::error::TryRecvError::Lagged(6))));
         assert_eq!(slow.try_recv().unwrap().seq, 7, "then it reads on from the oldest kept");
+    }
+
+    #[test]
+    fn a_delta_is_encoded_once_and_its_bytes_shared() {
+        let bus = Bus::new(8, 8);
+        let mut live = bus.subscribe();
+        bus.publish(delta());
+        let published = live.try_recv().unwrap();
+        let (first, second) = (published.message(), published.message());
+        assert_eq!(first.as_bytes().as_ptr(), second.as_bytes().as_ptr(), "the same bytes, not a copy");
+        let decoded: strata_shared::stream::ServerMessage = serde_json::from_str(first.to_str().unwrap()).unwrap();
+        assert_eq!(decoded, strata_shared::stream::ServerMessage::Delta((**published).clone()));
     }
 }

@@ -5,4 +5,4 @@
 mod bus;
 pub mod ws;
 
-pub use bus::{Bus, DEFAULT_QUEUE, DEFAULT_REPLAY, Receiver};
+pub use bus::{Bus, DEFAULT_QUEUE, DEFAULT_REPLAY, Published, Receiver};

@@ -18,22 +18,22 @@
 //! is published under), so every delta after `snapshot.seq` is received and
 //! every delta at or before it is dropped.
 
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
-use parking_lot::Mutex;
 use serde::Serialize;
 use strata_shared::HashRef;
 use strata_shared::names::is_valid_strategy_name;
-use strata_shared::stream::{ClientMessage, Delta, Filter, ServerMessage};
+use strata_shared::stream::{ClientMessage, Filter, ServerMessage};
+use time::OffsetDateTime;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior, timeout};
 use warp::ws::Message;
 
-use super::Receiver;
+use super::{Published, Receiver};
 use crate::metrics::Metrics;
 use crate::usage::UsageIndex;
 
@@ -76,42 +76,10 @@ pub enum Ended {
     BusClosed,
 }
 
-/// A delta serialized as `{"type":"delta",…}` without cloning it.
-#[derive(Serialize)]
-#[serde(tag = "type", rename_all = "camelCase")]
-enum Outgoing<'a> {
-    Delta(&'a Delta),
-}
-
-/// Slots of the shared encoding cache (see [`delta_text`]).
-const ENCODED_SLOTS: usize = 1024;
-
-/// Recently encoded deltas, by `seq` modulo the slot count. The `Weak` pins
-/// the delta's allocation, so pointer equality proves it is the same delta
-/// (even across several buses in one process, as in tests). The message's
-/// text is reference-counted bytes, so a clone shares it.
-static ENCODED: [Mutex<Option<Encoded>>; ENCODED_SLOTS] = [const { Mutex::new(None) }; ENCODED_SLOTS];
-
-/// A delta (by identity) and its encoded message.
-type Encoded = (Weak<Delta>, Message);
-
-/// A delta as a `{"type":"delta",…}` message, encoded once and shared by
-/// every subscriber writing it: no subscriber serializes, allocates or
-/// copies it again (only the WebSocket framing copies it into the socket's
-/// buffer).
-fn delta_text(delta: &Arc<Delta>) -> Message {
-    let slot = &ENCODED[(delta.seq % ENCODED_SLOTS as u64) as usize];
-    let cached = slot
-        .lock()
-        .as_ref()
-        .filter(|(weak, _)| weak.as_ptr() == Arc::as_ptr(delta))
-        .map(|(_, message)| message.clone());
-    cached.unwrap_or_else(|| {
-        // Encoded outside the lock; two subscribers racing here both encode, harmlessly.
-        let message = Message::text(serde_json::to_string(&Outgoing::Delta(delta)).expect("stream messages serialize"));
-        *slot.lock() = Some((Arc::downgrade(delta), message.clone()));
-        message
-    })
+// A fn, not a closure: a closure here trips the higher-ranked lifetime
+// check of the `Send` future the connection task must be.
+fn message_of(delta: &Arc<Published>) -> Message {
+    delta.message()
 }
 
 fn text<T: Serialize>(message: &T) -> Message {
@@ -193,21 +161,24 @@ where
         self.snapshot(true).await
     }
 
-    /// Writes the deltas the filter keeps in one flush, within the send timeout.
-    async fn deltas(&mut self, deltas: &[Arc<Delta>]) -> Result<(), Ended> {
+    /// Writes the deltas the filter keeps in one flush, within the send
+    /// timeout. Returns when the oldest of them was published (`None` when
+    /// the filter kept none).
+    async fn deltas(&mut self, deltas: &[Arc<Published>]) -> Result<Option<OffsetDateTime>, Ended> {
         let (floor, filter) = (self.floor, &self.filter);
-        let keep = |delta: &&Arc<Delta>| delta.seq > floor && filter.keeps(delta);
+        let keep = |delta: &&Arc<Published>| delta.seq > floor && filter.keeps(delta);
         let sent = deltas.iter().filter(keep).count() as u64;
+        let oldest = deltas.iter().find(keep).map(|delta| delta.ts);
         if let Some(last) = deltas.last() {
             self.floor = self.floor.max(last.seq);
         }
         if sent == 0 {
-            return Ok(());
+            return Ok(None);
         }
-        let messages = deltas.iter().filter(keep).map(delta_text);
+        let messages = deltas.iter().filter(keep).map(message_of);
         write_all(&mut self.socket, self.settings.send_timeout, messages).await?;
         self.metrics.ws_deltas_sent.inc_by(sent);
-        Ok(())
+        Ok(oldest)
     }
 
     /// Answers one text message from the client.
@@ -352,7 +323,10 @@ where
                 };
                 drain(&mut receiver, &mut batch, settings.batch, &mut lagged)?;
                 let deltas = std::mem::take(&mut batch);
-                connection.deltas(&deltas).await?;
+                if let Some(oldest) = connection.deltas(&deltas).await? {
+                    let lag = (OffsetDateTime::now_utc() - oldest).as_seconds_f64().max(0.0);
+                    connection.metrics.ws_delivery_lag.observe(lag);
+                }
                 batch = deltas;
                 batch.clear();
                 if let Some(missed) = lagged {
@@ -395,7 +369,7 @@ where
 /// Moves the deltas already waiting into `batch`, up to `limit`, noting a lag.
 fn drain(
     receiver: &mut Receiver,
-    batch: &mut Vec<Arc<Delta>>,
+    batch: &mut Vec<Arc<Published>>,
     limit: usize,
     lagged: &mut Option<u64>,
 ) -> Result<(), Ended> {

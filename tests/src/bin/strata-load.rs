@@ -108,6 +108,10 @@ struct StreamArgs {
     /// `repin` driver: instances moved by one re-pin request (one strategy each).
     #[arg(long, default_value_t = 20)]
     per_request: usize,
+    /// Pin the daemon to CPU 0 and this tool to the other CPUs, so the
+    /// subscribers' own work does not preempt the daemon (Linux only).
+    #[arg(long)]
+    pin: bool,
 }
 
 /// What drives the lifecycle events of `strata-load stream`.
@@ -618,6 +622,65 @@ mod stream {
         last: u64,
     }
 
+    /// Pins every thread of `daemon` to CPU 0 and every thread of `tool` to
+    /// the other CPUs. Threads started later inherit their creator's set.
+    fn pin(daemon: u32, tool: u32) -> anyhow::Result<()> {
+        use nix::sched::{CpuSet, sched_setaffinity};
+        use nix::unistd::Pid;
+        let cpus = std::thread::available_parallelism()?.get();
+        anyhow::ensure!(cpus >= 2, "--pin needs at least 2 CPUs, this process may use {cpus}");
+        let set = |range: std::ops::Range<usize>| -> anyhow::Result<CpuSet> {
+            let mut set = CpuSet::new();
+            for cpu in range {
+                set.set(cpu)?;
+            }
+            Ok(set)
+        };
+        for (pid, cpus) in [(daemon, set(0..1)?), (tool, set(1..cpus)?)] {
+            for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+                let tid: i32 = task?.file_name().to_string_lossy().parse()?;
+                sched_setaffinity(Pid::from_raw(tid), &cpus).with_context(|| format!("pinning thread {tid}"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The cumulative buckets of `strata_ws_delivery_lag_seconds`: (upper
+    /// bound in seconds, samples at or below it), `+Inf` last.
+    fn lag_buckets(metrics: &str) -> Vec<(f64, u64)> {
+        metrics
+            .lines()
+            .filter_map(|line| line.strip_prefix("strata_ws_delivery_lag_seconds_bucket{le=\""))
+            .filter_map(|rest| {
+                let (bound, count) = rest.split_once("\"} ")?;
+                let bound = if bound == "+Inf" { f64::INFINITY } else { bound.parse().ok()? };
+                Some((bound, count.trim().parse().ok()?))
+            })
+            .collect()
+    }
+
+    /// Bucket counts of `after` minus those of `before` (same buckets).
+    fn bucket_delta(before: &[(f64, u64)], after: &[(f64, u64)]) -> Vec<(f64, u64)> {
+        after
+            .iter()
+            .map(|&(bound, count)| {
+                let earlier = before.iter().find(|(b, _)| *b == bound).map_or(0, |(_, c)| *c);
+                (bound, count - earlier)
+            })
+            .collect()
+    }
+
+    /// The upper bound, in ms, of the bucket holding quantile `q`.
+    fn bucket_bound_ms(buckets: &[(f64, u64)], q: f64) -> String {
+        let total = buckets.last().map_or(0, |(_, count)| *count);
+        let rank = (q * total as f64).ceil() as u64;
+        match buckets.iter().find(|(_, count)| *count >= rank.max(1)) {
+            Some((bound, _)) if bound.is_finite() => format!("{}", bound * 1e3),
+            Some(_) => "inf".into(),
+            None => "?".into(),
+        }
+    }
+
     fn soft_nofile() -> anyhow::Result<u64> {
         let limits = std::fs::read_to_string("/proc/self/limits")?;
         let line = limits.lines().find(|l| l.starts_with("Max open files")).context("no open-files limit")?;
@@ -628,7 +691,7 @@ mod stream {
     /// read buffer (128 KiB by default) before every read; a thousand
     /// sockets reading a few KiB at a time would spend this process's CPU on
     /// that instead of on the frames.
-    const READ_BUFFER: usize = 8 * 1024;
+    const READ_BUFFER: usize = 32 * 1024;
 
     /// Reads one subscriber's stream until it sees a delta past `until`
     /// (set once the burst is over, then followed by a sentinel delta), or
@@ -692,6 +755,9 @@ mod stream {
         let port = free_port()?;
         let (daemon, _) = start(stratad, dir.path(), port).await?;
         let pid = daemon.0.id();
+        if args.pin {
+            pin(pid, std::process::id())?;
+        }
         let base = format!("http://127.0.0.1:{port}");
         let url = format!("ws://127.0.0.1:{port}/ws");
         let client = reqwest::Client::new();
@@ -738,6 +804,7 @@ mod stream {
         );
         let start_seq = current_seq(&url).await?;
         let before_rss = rss_kib(pid)?;
+        let lag_before = lag_buckets(&client.get(format!("{base}/metrics")).send().await?.text().await?);
 
         let sent = Arc::new(AtomicU64::new(0));
         let cpu_before = (cpu_seconds(Some(pid))?, cpu_seconds(None)?);
@@ -781,8 +848,9 @@ mod stream {
             }
         }
         let after_rss = rss_kib(pid)?;
-        let resyncs_total =
-            gauge(client.get(format!("{base}/metrics")).send().await?.text().await?, "strata_ws_resyncs_total ");
+        let metrics_after = client.get(format!("{base}/metrics")).send().await?.text().await?;
+        let resyncs_total = gauge(metrics_after.clone(), "strata_ws_resyncs_total ");
+        let lag = bucket_delta(&lag_before, &lag_buckets(&metrics_after));
         drop(stalled);
         all.sort_unstable();
         anyhow::ensure!(!all.is_empty(), "no delta was received");
@@ -809,10 +877,17 @@ mod stream {
             percentile(&as_durations, 0.99).as_secs_f64() * 1e3,
             ms(*all.last().expect("non-empty"))
         );
+        println!(
+            "daemon side (strata_ws_delivery_lag_seconds, one sample per write, oldest delta): {} writes, p50 <= {} ms, p99 <= {} ms",
+            lag.last().map_or(0, |(_, count)| *count),
+            bucket_bound_ms(&lag, 0.5),
+            bucket_bound_ms(&lag, 0.99)
+        );
         let per_second = |before: f64, after: f64| (after - before) / burst_elapsed.as_secs_f64();
         println!(
-            "CPU during the burst (cores busy, of {}): daemon {:.2}, this tool (publishers + subscribers) {:.2}",
+            "CPU during the burst (cores busy, of {}{}): daemon {:.2}, this tool (publishers + subscribers) {:.2}",
             std::thread::available_parallelism().map_or(0, usize::from),
+            if args.pin { "; daemon pinned to CPU 0, this tool to the rest" } else { "" },
             per_second(cpu_before.0, cpu_after.0),
             per_second(cpu_before.1, cpu_after.1)
         );
@@ -959,6 +1034,25 @@ mod stream {
     #[cfg(test)]
     mod tests {
         use super::*;
+
+        #[test]
+        fn lag_quantiles_come_from_the_burst_s_buckets_only() {
+            let text = |counts: [u64; 3]| {
+                format!(
+                    "strata_ws_delivery_lag_seconds_bucket{{le=\"0.01\"}} {}\n\
+                     strata_ws_delivery_lag_seconds_bucket{{le=\"0.05\"}} {}\n\
+                     strata_ws_delivery_lag_seconds_bucket{{le=\"+Inf\"}} {}\n",
+                    counts[0], counts[1], counts[2]
+                )
+            };
+            let before = lag_buckets(&text([5, 5, 5]));
+            let after = lag_buckets(&text([95, 104, 105]));
+            let burst = bucket_delta(&before, &after);
+            assert_eq!(burst, [(0.01, 90), (0.05, 99), (f64::INFINITY, 100)]);
+            assert_eq!(bucket_bound_ms(&burst, 0.5), "10");
+            assert_eq!(bucket_bound_ms(&burst, 0.99), "50");
+            assert_eq!(bucket_bound_ms(&burst, 1.0), "inf");
+        }
 
         #[test]
         fn delta_prefix_reads_seq_and_ts_and_nothing_else() {
