@@ -25,8 +25,10 @@
 //! commit, so it cannot reach 1,000 events/s on a 2-core machine). It
 //! reports the achieved event rate, the delivery latency of every delta to
 //! every subscriber (receive time minus the delta's `ts`; same machine, same
-//! clock) as p50/p99/max, gaps and resyncs, and the daemon's RSS before and
-//! after. Needs two file descriptors per subscriber in this process and one
+//! clock) as p50/p99/max, the daemon's side of it (its
+//! `strata_ws_delivery_lag_seconds` histogram over the burst), gaps and
+//! resyncs, the CPU used, and the daemon's RSS before and after. `--pin`
+//! runs the daemon on CPU 0 and this tool on the others. Needs two file descriptors per subscriber in this process and one
 //! in the daemon: `ulimit -n 8192` first if the limit is lower.
 //!
 //! Only ever targets 127.0.0.1. Example:
