@@ -10,11 +10,11 @@ use std::collections::VecDeque;
 use std::ops::Deref;
 use std::sync::{Arc, OnceLock};
 
+use bytes::Bytes;
 use parking_lot::Mutex;
 use serde::Serialize;
 use strata_shared::stream::Delta;
 use tokio::sync::broadcast;
-use warp::ws::Message;
 
 /// Deltas kept for `?since=` resumes by default.
 pub const DEFAULT_REPLAY: usize = 8192;
@@ -25,12 +25,12 @@ pub const DEFAULT_QUEUE: usize = 4096;
 pub type Receiver = broadcast::Receiver<Arc<Published>>;
 
 /// A delta as the bus carries it: the delta (it derefs to it) and its
-/// `{"type":"delta",…}` WebSocket message, encoded by the first subscriber
+/// `{"type":"delta",…}` WebSocket frame, formatted by the first subscriber
 /// that writes it and shared by every other one.
 #[derive(Debug)]
 pub struct Published {
     delta: Delta,
-    message: OnceLock<Message>,
+    frame: OnceLock<Bytes>,
 }
 
 /// A delta serialized as `{"type":"delta",…}` without cloning it.
@@ -42,19 +42,20 @@ enum Outgoing<'a> {
 
 impl Published {
     fn new(delta: Delta) -> Self {
-        Self { delta, message: OnceLock::new() }
+        Self { delta, frame: OnceLock::new() }
     }
 
-    /// The delta as a WebSocket message. Encoded once: a clone shares the
-    /// message's reference-counted bytes, so no subscriber serializes,
-    /// allocates or copies it again (only the WebSocket framing copies it
-    /// into the socket's buffer).
-    pub fn message(&self) -> Message {
-        self.message
+    /// The delta as a whole WebSocket text frame (header and payload).
+    /// Formatted once: a clone shares the reference-counted bytes, so no
+    /// subscriber serializes, frames, allocates or copies it again (the
+    /// kernel copies it into each socket).
+    pub fn frame(&self) -> Bytes {
+        self.frame
             .get_or_init(|| {
                 // Serializing a delta cannot fail: no maps with non-string
                 // keys, no custom serializers that error.
-                Message::text(serde_json::to_string(&Outgoing::Delta(&self.delta)).expect("deltas serialize"))
+                let json = serde_json::to_string(&Outgoing::Delta(&self.delta)).expect("deltas serialize");
+                super::ws::text_frame(json)
             })
             .clone()
     }
@@ -186,14 +187,21 @@ mod tests {
     }
 
     #[test]
-    fn a_delta_is_encoded_once_and_its_bytes_shared() {
+    fn a_delta_is_framed_once_and_its_bytes_shared() {
         let bus = Bus::new(8, 8);
         let mut live = bus.subscribe();
         bus.publish(delta());
         let published = live.try_recv().unwrap();
-        let (first, second) = (published.message(), published.message());
-        assert_eq!(first.as_bytes().as_ptr(), second.as_bytes().as_ptr(), "the same bytes, not a copy");
-        let decoded: strata_shared::stream::ServerMessage = serde_json::from_str(first.to_str().unwrap()).unwrap();
+        let (first, second) = (published.frame(), published.frame());
+        assert_eq!(first.as_ptr(), second.as_ptr(), "the same bytes, not a copy");
+        // A final, unmasked text frame, its length (16-bit past 125 bytes), then the JSON.
+        assert_eq!(first[0], 0x81, "FIN + text");
+        let (length, start) = match first[1] {
+            126 => (usize::from(u16::from_be_bytes([first[2], first[3]])), 4),
+            short => (usize::from(short), 2),
+        };
+        assert_eq!(length, first.len() - start, "unmasked; the length is the payload's");
+        let decoded: strata_shared::stream::ServerMessage = serde_json::from_slice(&first[start..]).unwrap();
         assert_eq!(decoded, strata_shared::stream::ServerMessage::Delta((**published).clone()));
     }
 }

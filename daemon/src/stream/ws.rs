@@ -1,6 +1,15 @@
 //! One `GET /ws` subscriber (SPEC §3.1, §3.2): the connection task that turns
 //! the delta [`Bus`](super::Bus) into WebSocket messages.
 //!
+//! The connection is the upgraded HTTP connection itself (the handshake is
+//! in `api::stream`), not warp's `WebSocket`: a server frame is unmasked, so
+//! a delta's whole frame is the same bytes for every subscriber. Each is
+//! formatted once (by tungstenite, [`Published::frame`]) and a batch goes out
+//! as one vectored write of those shared frames, with no per-subscriber,
+//! per-message framing or copy. That per-message path through warp's `Sink`
+//! was about a quarter of the daemon's CPU under a burst
+//! (`docs/performance.md`). Client frames are still parsed by tungstenite.
+//!
 //! Per connection there is one writing task with no delta queue of its own
 //! (and a reader task for the client's few frames, see [`read_frames`]):
 //! live deltas wait in the bus's broadcast ring, which is the bound on how
@@ -10,7 +19,7 @@
 //! is dropped. Publishers never wait for any of this.
 //!
 //! Every delta already waiting when the task wakes goes out in the same
-//! flush (up to [`Settings::batch`]), so under load a subscriber costs one
+//! write (up to [`Settings::batch`]), so under load a subscriber costs one
 //! socket write per wake-up, not one per delta.
 //!
 //! Ordering: the task subscribes to the bus *before* taking a snapshot, and
@@ -18,20 +27,27 @@
 //! is published under), so every delta after `snapshot.seq` is received and
 //! every delta at or before it is dropped.
 
+use std::io::IoSlice;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use bytes::Bytes;
+use futures_util::StreamExt;
 use serde::Serialize;
 use strata_shared::HashRef;
 use strata_shared::names::is_valid_strategy_name;
 use strata_shared::stream::{ClientMessage, Filter, ServerMessage};
 use time::OffsetDateTime;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf};
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior, timeout};
-use warp::ws::Message;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
 use super::{Published, Receiver};
 use crate::metrics::Metrics;
@@ -76,16 +92,27 @@ pub enum Ended {
     BusClosed,
 }
 
-// A fn, not a closure: a closure here trips the higher-ranked lifetime
-// check of the `Send` future the connection task must be.
-fn message_of(delta: &Arc<Published>) -> Message {
-    delta.message()
+/// Largest message a client may send (a `subscribe` with many hashes fits
+/// many times over).
+const MAX_CLIENT_MESSAGE: usize = 1 << 20;
+
+/// `frame` as it goes on the wire. Server frames are not masked, so the
+/// bytes are the same for every subscriber.
+fn wire(frame: Frame) -> Bytes {
+    let mut out = Vec::with_capacity(frame.len());
+    frame.format(&mut out).expect("formatting into a Vec cannot fail");
+    out.into()
 }
 
-fn text<T: Serialize>(message: &T) -> Message {
+/// A final text frame carrying `payload`.
+pub(super) fn text_frame(payload: String) -> Bytes {
+    wire(Frame::message(payload, OpCode::Data(Data::Text), true))
+}
+
+fn text<T: Serialize>(message: &T) -> Bytes {
     // Serializing these types cannot fail: no maps with non-string keys, no
     // custom serializers that error.
-    Message::text(serde_json::to_string(message).expect("stream messages serialize"))
+    text_frame(serde_json::to_string(message).expect("stream messages serialize"))
 }
 
 /// Normalises a `subscribe` into a [`Filter`]: strategy names validated,
@@ -120,8 +147,8 @@ impl Drop for GaugeGuard<'_> {
     }
 }
 
-struct Connection<'a, S> {
-    socket: S,
+struct Connection<'a, W> {
+    socket: W,
     usage: &'a UsageIndex,
     metrics: &'a Metrics,
     settings: &'a Settings,
@@ -130,17 +157,14 @@ struct Connection<'a, S> {
     floor: u64,
 }
 
-impl<S, E> Connection<'_, S>
-where
-    S: Sink<Message, Error = E> + Unpin,
-{
-    /// Writes `messages` and flushes, within the send timeout.
-    async fn write(&mut self, messages: Vec<Message>) -> Result<(), Ended> {
-        write_all(&mut self.socket, self.settings.send_timeout, messages).await
+impl<W: AsyncWrite + Unpin> Connection<'_, W> {
+    /// Writes `frames` and flushes, within the send timeout.
+    async fn write(&mut self, frames: &[Bytes]) -> Result<(), Ended> {
+        write_all(&mut self.socket, self.settings.send_timeout, frames).await
     }
 
     async fn send(&mut self, message: &ServerMessage) -> Result<(), Ended> {
-        self.write(vec![text(message)]).await
+        self.write(&[text(message)]).await
     }
 
     /// Subscribes, then snapshots (see the module docs for why that order),
@@ -175,8 +199,8 @@ where
         if sent == 0 {
             return Ok(None);
         }
-        let messages = deltas.iter().filter(keep).map(message_of);
-        write_all(&mut self.socket, self.settings.send_timeout, messages).await?;
+        let frames: Vec<Bytes> = deltas.iter().filter(keep).map(|delta| delta.frame()).collect();
+        self.write(&frames).await?;
         self.metrics.ws_deltas_sent.inc_by(sent);
         Ok(oldest)
     }
@@ -201,54 +225,56 @@ where
     }
 }
 
-/// Serves one subscriber until it leaves, stalls or the daemon stops.
+/// Serves one subscriber on `io`, a connection whose WebSocket handshake is
+/// done, until it leaves, stalls or the daemon stops.
 ///
 /// Without `since` the client gets a snapshot; with it, `resumed` and the
 /// missed deltas when the bus still buffers them, else a snapshot flagged
 /// `reset` (counted in `strata_ws_resyncs_total`). Then live deltas, in
 /// `seq` order, through the client's filter.
-pub async fn serve<S, E, F>(
-    socket: S,
-    usage: &UsageIndex,
-    metrics: &Metrics,
-    since: Option<u64>,
-    settings: &Settings,
-) -> Ended
+pub async fn serve<IO>(io: IO, usage: &UsageIndex, metrics: &Metrics, since: Option<u64>, settings: &Settings) -> Ended
 where
-    S: Sink<Message, Error = E> + Stream<Item = Result<Message, F>> + Send + 'static,
-    F: Send + 'static,
+    IO: AsyncRead + AsyncWrite + Send + 'static,
 {
     metrics.ws_subscribers.inc();
     let _gauge = GaugeGuard(metrics);
-    let (sink, frames) = socket.split();
-    let (incoming, reader) = read_frames(frames);
+    let (read, write) = tokio::io::split(io);
+    let (incoming, reader) = read_frames(read).await;
     let _reader = AbortOnDrop(reader);
-    let mut connection = Connection { socket: sink, usage, metrics, settings, filter: Filter::default(), floor: 0 };
+    let mut connection = Connection { socket: write, usage, metrics, settings, filter: Filter::default(), floor: 0 };
     let ended = match run(&mut connection, incoming, since).await {
         Ok(never) => match never {},
         Err(ended) => ended,
     };
     if ended != Ended::SendTimeout {
         // Best effort, and bounded: the client may be gone already.
-        let _ = timeout(settings.send_timeout, connection.socket.close()).await;
+        let _ = timeout(settings.send_timeout, async {
+            let _ = connection.write(&[wire(Frame::close(None))]).await;
+            connection.socket.shutdown().await
+        })
+        .await;
     }
     tracing::debug!(?ended, "WebSocket subscriber left");
     ended
 }
 
-/// Client frames, read by a task of their own: the channel closes when the
-/// client goes.
+/// Client frames (text, binary, ping, close), parsed by tungstenite in a task
+/// of their own: the channel closes when the client goes.
 ///
 /// Why a task: polling the socket for a read from the write loop would try
-/// a read (and tungstenite zeroes its 128 KiB read buffer before each try)
-/// every time the loop turns, i.e. for every batch written, although
-/// clients almost never say anything. A task of its own is polled only when
-/// the socket has something to read.
-fn read_frames<R, F>(mut frames: R) -> (mpsc::Receiver<Message>, JoinHandle<()>)
+/// a read (and tungstenite zeroes its read buffer before each try) every
+/// time the loop turns, i.e. for every batch written, although clients
+/// almost never say anything. A task of its own is polled only when the
+/// socket has something to read.
+async fn read_frames<IO>(read: ReadHalf<IO>) -> (mpsc::Receiver<Message>, JoinHandle<()>)
 where
-    R: Stream<Item = Result<Message, F>> + Send + Unpin + 'static,
-    F: Send + 'static,
+    IO: AsyncRead + AsyncWrite + Send + 'static,
 {
+    let config = WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .max_message_size(Some(MAX_CLIENT_MESSAGE))
+        .max_frame_size(Some(MAX_CLIENT_MESSAGE));
+    let mut frames = WebSocketStream::from_raw_socket(ReadOnly(read), Role::Server, Some(config)).await;
     let (sender, receiver) = mpsc::channel(16);
     let reader = tokio::spawn(async move {
         while let Some(Ok(frame)) = frames.next().await {
@@ -260,6 +286,46 @@ where
     (receiver, reader)
 }
 
+/// The read half of a connection for tungstenite, which also wants to write:
+/// its automatic replies (a pong to a ping, a close to a close) are dropped
+/// here, because every frame to the client goes out through the
+/// connection's writer ([`run`] answers pings and closes itself).
+struct ReadOnly<IO>(ReadHalf<IO>);
+
+impl<IO: AsyncRead> AsyncRead for ReadOnly<IO> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl<IO> AsyncWrite for ReadOnly<IO> {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
 /// Aborts the reader task when the connection ends, however it ends.
 struct AbortOnDrop(JoinHandle<()>);
 
@@ -269,14 +335,11 @@ impl Drop for AbortOnDrop {
     }
 }
 
-async fn run<S, E>(
-    connection: &mut Connection<'_, S>,
+async fn run<W: AsyncWrite + Unpin>(
+    connection: &mut Connection<'_, W>,
     mut incoming: mpsc::Receiver<Message>,
     since: Option<u64>,
-) -> Result<std::convert::Infallible, Ended>
-where
-    S: Sink<Message, Error = E> + Unpin,
-{
+) -> Result<std::convert::Infallible, Ended> {
     let settings = connection.settings.clone();
     let resumed = since.and_then(|since| connection.usage.bus().resume(since).map(|r| (since, r)));
     let mut receiver = match (since, resumed) {
@@ -302,15 +365,16 @@ where
             frame = incoming.recv() => {
                 let Some(frame) = frame else { return Err(Ended::ClientGone) };
                 heard = Instant::now();
-                if frame.is_close() {
-                    return Err(Ended::ClientGone);
+                match frame {
+                    Message::Close(_) => return Err(Ended::ClientGone),
+                    Message::Text(body) => connection.client_text(&body).await?,
+                    Message::Binary(_) => {
+                        connection.send(&ServerMessage::Error { error: "binary messages are not understood".into() }).await?
+                    }
+                    Message::Ping(payload) => connection.write(&[wire(Frame::pong(payload))]).await?,
+                    // Pongs only count as "heard".
+                    Message::Pong(_) | Message::Frame(_) => {}
                 }
-                if let Ok(body) = frame.to_str() {
-                    connection.client_text(body).await?;
-                } else if frame.is_binary() {
-                    connection.send(&ServerMessage::Error { error: "binary messages are not understood".into() }).await?;
-                }
-                // Pings are answered by the WebSocket layer; pongs only count as "heard".
             }
             received = receiver.recv() => {
                 let mut lagged = match received {
@@ -337,24 +401,28 @@ where
                 if heard.elapsed() >= settings.idle_timeout {
                     return Err(Ended::Idle);
                 }
-                connection.write(vec![Message::ping(Vec::new())]).await?;
+                connection.write(&[wire(Frame::ping(Bytes::new()))]).await?;
             }
         }
     }
 }
 
-/// Writes `messages` to `socket` and flushes them together, within `limit`.
-async fn write_all<S, E>(
-    socket: &mut S,
-    limit: Duration,
-    messages: impl IntoIterator<Item = Message>,
-) -> Result<(), Ended>
-where
-    S: Sink<Message, Error = E> + Unpin,
-{
+/// Writes `frames` to `socket` in as few (vectored) writes as it takes and
+/// flushes, within `limit`.
+async fn write_all<W: AsyncWrite + Unpin>(socket: &mut W, limit: Duration, frames: &[Bytes]) -> Result<(), Ended> {
     let written = timeout(limit, async move {
-        for message in messages {
-            socket.feed(message).await?;
+        let mut slices: Vec<IoSlice<'_>> = frames.iter().map(|frame| IoSlice::new(frame)).collect();
+        let mut rest = &mut slices[..];
+        while !rest.is_empty() {
+            let n = if socket.is_write_vectored() {
+                socket.write_vectored(rest).await?
+            } else {
+                socket.write(&rest[0]).await?
+            };
+            if n == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            IoSlice::advance_slices(&mut rest, n);
         }
         socket.flush().await
     })

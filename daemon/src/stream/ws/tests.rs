@@ -1,23 +1,25 @@
-//! The connection task against an in-memory socket whose write side can be
-//! shut, so a stalled subscriber is deterministic.
+//! The connection task against an in-memory connection (a tokio duplex pipe
+//! with a tungstenite client at the other end) whose server-side writes can
+//! be shut, so a stalled subscriber is deterministic.
 
-use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
+use futures_util::SinkExt;
 use futures_util::task::AtomicWaker;
 use strata_shared::RevisionHash;
 use strata_shared::stream::{Delta, DeltaKind, ServerMessage};
 use time::OffsetDateTime;
-use tokio::sync::{Notify, mpsc};
+use tokio::io::{DuplexStream, ReadBuf};
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use super::*;
 use crate::stream::Bus;
 
-/// Whether the fake socket accepts writes; wakes a blocked writer on open.
+/// Whether the server's side accepts writes; wakes a blocked writer on open.
 #[derive(Default)]
 struct Gate {
     shut: AtomicBool,
@@ -34,89 +36,98 @@ impl Gate {
         self.waker.wake();
     }
 
-    fn poll(&self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+    fn poll(&self, cx: &mut Context<'_>) -> Poll<()> {
         if !self.shut.load(Ordering::SeqCst) {
-            return Poll::Ready(Ok(()));
+            return Poll::Ready(());
         }
         self.waker.register(cx.waker());
         if !self.shut.load(Ordering::SeqCst) {
-            return Poll::Ready(Ok(()));
+            return Poll::Ready(());
         }
         self.blocked.notify_one();
         Poll::Pending
     }
 }
 
-struct FakeSocket {
-    incoming: mpsc::UnboundedReceiver<Message>,
-    outgoing: mpsc::UnboundedSender<Message>,
+/// The server's end of the pipe, behind the gate.
+struct GatedIo {
+    inner: DuplexStream,
     gate: Arc<Gate>,
 }
 
-impl Stream for FakeSocket {
-    type Item = Result<Message, Infallible>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.incoming.poll_recv(cx).map(|m| m.map(Ok))
+impl AsyncRead for GatedIo {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
 
-impl Sink<Message> for FakeSocket {
-    type Error = Infallible;
-
-    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.gate.poll(cx)
+impl AsyncWrite for GatedIo {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        std::task::ready!(self.gate.poll(cx));
+        Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
-    fn start_send(self: Pin<&mut Self>, item: Message) -> Result<(), Infallible> {
-        let _ = self.outgoing.send(item);
-        Ok(())
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        std::task::ready!(self.gate.poll(cx));
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
 
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        let ready = self.gate.poll(cx);
-        if ready.is_ready() {
-            self.gate.flushes.fetch_add(1, Ordering::SeqCst);
-        }
-        ready
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
     }
 
-    fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        std::task::ready!(self.gate.poll(cx));
+        let flushed = std::task::ready!(Pin::new(&mut self.inner).poll_flush(cx));
+        self.gate.flushes.fetch_add(1, Ordering::SeqCst);
+        Poll::Ready(flushed)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
-/// The test's end of a connection served by [`serve`].
+/// The test's end of a connection served by [`serve`]: a tungstenite client.
 struct Client {
-    to_server: mpsc::UnboundedSender<Message>,
-    from_server: mpsc::UnboundedReceiver<Message>,
+    ws: WebSocketStream<DuplexStream>,
     gate: Arc<Gate>,
     task: JoinHandle<Ended>,
 }
 
 impl Client {
+    /// The next frame from the server, whatever it is.
+    async fn frame(&mut self) -> Message {
+        timeout(Duration::from_secs(5), self.ws.next())
+            .await
+            .expect("a frame within 5 s")
+            .expect("connection open")
+            .expect("a valid frame")
+    }
+
     /// The next message that is not a ping.
     async fn next(&mut self) -> ServerMessage {
         loop {
-            let message = timeout(Duration::from_secs(5), self.from_server.recv())
-                .await
-                .expect("a message within 5 s")
-                .expect("connection open");
+            let message = self.frame().await;
             if message.is_ping() {
                 continue;
             }
-            let body = message.to_str().expect("text message");
+            let body = message.to_text().expect("text message");
             return serde_json::from_str(body).unwrap_or_else(|e| panic!("{body}: {e}"));
         }
     }
 
-    fn say(&self, body: &str) {
-        self.to_server.send(Message::text(body)).expect("server reading");
+    async fn say(&mut self, body: &str) {
+        self.ws.send(Message::text(body)).await.expect("server reading");
     }
 
     /// Hangs up and waits for the server task to end.
     async fn hang_up(self) -> Ended {
-        drop(self.to_server);
+        drop(self.ws);
         timeout(Duration::from_secs(5), self.task).await.expect("ends within 5 s").expect("task did not panic")
     }
 }
@@ -132,14 +143,14 @@ impl Fixture {
         Self { usage: Arc::new(UsageIndex::new(bus, None, time::Duration::ZERO)), metrics: Arc::new(Metrics::new()) }
     }
 
-    fn connect(&self, since: Option<u64>, settings: Settings) -> Client {
-        let (to_server, incoming) = mpsc::unbounded_channel();
-        let (outgoing, from_server) = mpsc::unbounded_channel();
+    async fn connect(&self, since: Option<u64>, settings: Settings) -> Client {
+        let (server, client) = tokio::io::duplex(1 << 20);
         let gate = Arc::new(Gate::default());
-        let socket = FakeSocket { incoming, outgoing, gate: gate.clone() };
+        let io = GatedIo { inner: server, gate: gate.clone() };
         let (usage, metrics) = (self.usage.clone(), self.metrics.clone());
-        let task = tokio::spawn(async move { serve(socket, &usage, &metrics, since, &settings).await });
-        Client { to_server, from_server, gate, task }
+        let task = tokio::spawn(async move { serve(io, &usage, &metrics, since, &settings).await });
+        let ws = WebSocketStream::from_raw_socket(client, Role::Client, None).await;
+        Client { ws, gate, task }
     }
 
     /// Publishes an `instanceCreated` for `strategy`; returns its `seq`.
@@ -164,7 +175,7 @@ fn seq_of(message: &ServerMessage) -> u64 {
 async fn snapshot_then_deltas_then_only_what_the_filter_keeps() {
     let f = Fixture::new(64, 64);
     f.publish("early");
-    let mut client = f.connect(None, Settings::default());
+    let mut client = f.connect(None, Settings::default()).await;
     let ServerMessage::Snapshot(snapshot) = client.next().await else { panic!("snapshot first") };
     assert_eq!((snapshot.seq, snapshot.reset), (1, false));
     assert_eq!(f.metrics.ws_subscribers.get(), 1);
@@ -172,11 +183,13 @@ async fn snapshot_then_deltas_then_only_what_the_filter_keeps() {
     let first = f.publish("grid");
     assert_eq!(seq_of(&client.next().await), first);
     let other = RevisionHash::of(b"other").to_hex();
-    client.say(&format!(
-        r#"{{"type":"subscribe","strategies":["grid","grid"],"hashes":["sha256:{}","{}"]}}"#,
-        &other[..10].to_uppercase(),
-        other
-    ));
+    client
+        .say(&format!(
+            r#"{{"type":"subscribe","strategies":["grid","grid"],"hashes":["sha256:{}","{}"]}}"#,
+            &other[..10].to_uppercase(),
+            other
+        ))
+        .await;
     assert_eq!(
         client.next().await,
         ServerMessage::Subscribed {
@@ -195,9 +208,9 @@ async fn snapshot_then_deltas_then_only_what_the_filter_keeps() {
     assert_eq!(seq_of(&client.next().await), last);
     assert_eq!(f.metrics.ws_deltas_sent.get(), 4);
 
-    client.say("not json");
+    client.say("not json").await;
     assert!(matches!(client.next().await, ServerMessage::Error { .. }));
-    client.say(r#"{"type":"subscribe","hashes":["abc"]}"#);
+    client.say(r#"{"type":"subscribe","hashes":["abc"]}"#).await;
     let ServerMessage::Error { error } = client.next().await else { panic!("a short prefix is refused") };
     assert!(error.contains("abc"), "{error}");
     let after = f.publish("grid");
@@ -213,7 +226,7 @@ async fn resumes_from_the_buffer_or_resets_when_it_cannot() {
     for _ in 0..6 {
         f.publish("grid");
     }
-    let mut client = f.connect(Some(3), Settings::default());
+    let mut client = f.connect(Some(3), Settings::default()).await;
     assert_eq!(client.next().await, ServerMessage::Resumed { since: 3 });
     for seq in 4..=6 {
         assert_eq!(seq_of(&client.next().await), seq);
@@ -223,7 +236,7 @@ async fn resumes_from_the_buffer_or_resets_when_it_cannot() {
     assert_eq!(f.metrics.ws_resyncs.get(), 0);
 
     for since in [1, 99] {
-        let mut client = f.connect(Some(since), Settings::default());
+        let mut client = f.connect(Some(since), Settings::default()).await;
         let ServerMessage::Snapshot(snapshot) = client.next().await else { panic!("snapshot") };
         assert!(snapshot.reset, "since {since} is not buffered");
         assert_eq!(snapshot.seq, f.usage.bus().seq(), "as of now");
@@ -236,8 +249,8 @@ async fn resumes_from_the_buffer_or_resets_when_it_cannot() {
 #[tokio::test]
 async fn a_stalled_subscriber_is_resynced_and_then_follows_again() {
     let f = Fixture::new(64, 4);
-    let mut slow = f.connect(None, Settings::default());
-    let mut fast = f.connect(None, Settings::default());
+    let mut slow = f.connect(None, Settings::default()).await;
+    let mut fast = f.connect(None, Settings::default()).await;
     assert_eq!(seq_of(&slow.next().await), 0);
     assert_eq!(seq_of(&fast.next().await), 0);
 
@@ -269,11 +282,10 @@ async fn a_stalled_subscriber_is_resynced_and_then_follows_again() {
 async fn a_socket_that_accepts_nothing_is_dropped_after_the_send_timeout() {
     let f = Fixture::new(64, 64);
     let settings = Settings { send_timeout: Duration::from_millis(50), ..Settings::default() };
-    let (_to_server, incoming) = mpsc::unbounded_channel();
-    let (outgoing, _from_server) = mpsc::unbounded_channel();
+    let (server, _client) = tokio::io::duplex(1 << 20);
     let gate = Arc::new(Gate::default());
     gate.set_open(false);
-    let socket = FakeSocket { incoming, outgoing, gate };
+    let socket = GatedIo { inner: server, gate };
     let ended = timeout(Duration::from_secs(5), serve(socket, &f.usage, &f.metrics, None, &settings)).await;
     assert_eq!(ended.expect("ends"), Ended::SendTimeout);
     assert_eq!(f.metrics.ws_subscribers.get(), 0);
@@ -287,22 +299,21 @@ async fn a_silent_client_is_pinged_then_dropped_while_a_talking_one_stays() {
         idle_timeout: Duration::from_millis(60),
         ..Settings::default()
     };
-    let mut silent = f.connect(None, settings.clone());
-    let mut talking = f.connect(None, settings);
+    let mut silent = f.connect(None, settings.clone()).await;
+    let mut talking = f.connect(None, settings).await;
     silent.next().await;
     talking.next().await;
-    let ping = timeout(Duration::from_secs(5), silent.from_server.recv()).await.unwrap().unwrap();
-    assert!(ping.is_ping());
+    // It reads the ping and nothing more, so its client never sends the pong.
+    assert!(silent.frame().await.is_ping());
     // The talking client answers every ping until the silent one is gone.
     let silent_task = silent.task;
     let mut silent_task = std::pin::pin!(silent_task);
     let ended = loop {
         tokio::select! {
             ended = &mut silent_task => break ended.unwrap(),
-            message = talking.from_server.recv() => {
-                if message.expect("talking client stays connected").is_ping() {
-                    talking.say_pong();
-                }
+            message = talking.ws.next() => {
+                // Reading lets its client answer the ping with a pong.
+                assert!(message.expect("talking client stays connected").is_ok());
             }
         }
     };
@@ -311,12 +322,6 @@ async fn a_silent_client_is_pinged_then_dropped_while_a_talking_one_stays() {
     let published = f.publish("grid");
     assert_eq!(seq_of(&talking.next().await), published);
     assert_eq!(talking.hang_up().await, Ended::ClientGone);
-}
-
-impl Client {
-    fn say_pong(&self) {
-        self.to_server.send(Message::pong(Vec::new())).expect("server reading");
-    }
 }
 
 #[test]
@@ -333,7 +338,7 @@ fn subscriptions_are_normalised() {
 #[tokio::test]
 async fn deltas_waiting_when_the_task_wakes_go_out_in_one_write() {
     let f = Fixture::new(64, 64);
-    let mut client = f.connect(None, Settings::default());
+    let mut client = f.connect(None, Settings::default()).await;
     assert!(matches!(client.next().await, ServerMessage::Snapshot(_)));
     let flushes = client.gate.flushes.load(Ordering::SeqCst);
     // The test runs on one thread: all four are published before the
@@ -347,4 +352,19 @@ async fn deltas_waiting_when_the_task_wakes_go_out_in_one_write() {
     let lag = &f.metrics.ws_delivery_lag;
     assert_eq!(lag.get_sample_count(), 1, "one delivery-lag sample per write of live deltas");
     assert!((0.0..5.0).contains(&lag.get_sample_sum()), "seconds since the oldest of the four was published");
+}
+
+#[tokio::test]
+async fn a_client_ping_is_answered_with_its_payload_and_a_close_ends_the_connection() {
+    let f = Fixture::new(64, 64);
+    let mut client = f.connect(None, Settings::default()).await;
+    assert!(matches!(client.next().await, ServerMessage::Snapshot(_)));
+    client.ws.send(Message::Ping(Bytes::from_static(b"are you there"))).await.unwrap();
+    let pong = client.frame().await;
+    assert_eq!(pong, Message::Pong(Bytes::from_static(b"are you there")));
+
+    client.ws.close(None).await.unwrap();
+    let ended = timeout(Duration::from_secs(5), client.task).await.expect("ends").unwrap();
+    assert_eq!(ended, Ended::ClientGone);
+    assert_eq!(f.metrics.ws_subscribers.get(), 0);
 }
