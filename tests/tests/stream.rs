@@ -332,4 +332,17 @@ async fn the_token_guards_the_stream_and_a_bad_since_is_a_400() {
     assert_eq!(status, StatusCode::UNAUTHORIZED, "a plain GET without the token");
     let plain = d.client.get(format!("{}/ws", d.url)).bearer_auth("s3cret").send().await.unwrap();
     assert_eq!(plain.status(), StatusCode::UPGRADE_REQUIRED, "a plain GET with the token is told to upgrade");
+    assert_eq!(plain.headers()["sec-websocket-version"], "13", "and which WebSocket version to ask for");
+    let old_version = d
+        .client
+        .get(format!("{}/ws", d.url))
+        .bearer_auth("s3cret")
+        .header("connection", "Upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "8")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(old_version.status(), StatusCode::UPGRADE_REQUIRED, "only version 13 is spoken");
 }

@@ -90,10 +90,14 @@ fn upgrade_handler(
     }
     let since = query?.since;
     let Some(Handshake { key, on_upgrade }) = handshake else {
-        return Err(ApiError::new(
+        let mut response = ApiError::new(
             StatusCode::UPGRADE_REQUIRED,
             "/ws is a WebSocket endpoint: send an upgrade request (WebSocket version 13)",
-        ));
+        )
+        .into_response();
+        // RFC 6455 §4.4: name the version the server speaks.
+        response.headers_mut().insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+        return Ok(response);
     };
     // The connection is handed over once this 101 has been sent.
     tokio::spawn(async move {
