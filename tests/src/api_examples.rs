@@ -29,19 +29,19 @@ use crate::{TestDaemon, instance_request};
 
 /// The base URL every rendered command uses (the daemon's default listen
 /// address), whatever port the run had.
-pub const BASE_URL: &str = "http://127.0.0.1:8880";
+const BASE_URL: &str = "http://127.0.0.1:8880";
 
 /// What every RFC 3339 timestamp in a rendered body becomes.
-pub const TIMESTAMP: &str = "2026-01-01T00:00:00Z";
+const TIMESTAMP: &str = "2026-01-01T00:00:00Z";
 
 /// The bearer token of the authentication examples.
-pub const TOKEN: &str = "s3cret";
+const TOKEN: &str = "s3cret";
 
 /// The `<!-- example: NAME -->` opening marker of a generated block.
-pub const OPEN: &str = "<!-- example: ";
+const OPEN: &str = "<!-- example: ";
 
 /// The closing marker of a generated block.
-pub const CLOSE: &str = "<!-- /example -->";
+const CLOSE: &str = "<!-- /example -->";
 
 /// One request and the daemon's answer.
 #[derive(Debug, Clone)]
@@ -222,13 +222,14 @@ impl Session {
 }
 
 async fn send(d: &TestDaemon, request: &Request) -> Exchange {
+    let body = request.body.as_ref().map(Value::to_string);
     let build = || {
         let mut builder = d.client.request(request.method.clone(), format!("{}{}", d.url, request.path));
         if request.token {
             builder = builder.bearer_auth(TOKEN);
         }
-        if let Some(body) = &request.body {
-            builder = builder.body(body.to_string());
+        if let Some(body) = &body {
+            builder = builder.body(body.clone());
         }
         builder
     };
@@ -236,7 +237,7 @@ async fn send(d: &TestDaemon, request: &Request) -> Exchange {
     // connection without reading the body, so the client may still be
     // sending when the connection goes and never see the answer. Only an
     // oversized body is retried: nothing else can be applied twice.
-    let oversized = request.body.as_ref().is_some_and(|b| b.to_string().len() > 1024 * 1024);
+    let oversized = body.as_ref().is_some_and(|b| b.len() > strata_shared::api::MAX_BODY_BYTES);
     let mut response = build().send().await;
     for _ in 0..3 {
         match &response {
@@ -253,7 +254,7 @@ async fn send(d: &TestDaemon, request: &Request) -> Exchange {
         .map(|v| v.split(';').next().unwrap_or(v).trim().to_owned())
         .unwrap_or_default();
     let text = response.text().await.expect("body read");
-    assert!(!text.contains(d.dir().to_str().expect("utf-8 temp path")), "{} leaked a server path", request.path);
+    d.assert_no_path_leak(&request.path, &text);
     let answer = if media == "application/json" {
         serde_json::from_str(&text).expect("JSON answer")
     } else {
@@ -294,7 +295,7 @@ fn short(hash: RevisionHash, n: usize) -> String {
 }
 
 /// `hello.js`, as shown in the doc.
-pub const HELLO: &str = r#"module.exports = {
+const HELLO: &str = r#"module.exports = {
   metadata: { name: "hello", displayName: "Hello", tag: "v1", events: ["Trade"] },
   create(env) { return { onTrade(ctx, evt, payload, price) { env.helpers.log(`trade at ${price}`); } }; },
 };
@@ -808,7 +809,7 @@ pub fn route_of(method: &Method, path: &str) -> Option<&'static RouteDoc> {
 
 /// Replaces what changes from run to run: every string that is an RFC 3339
 /// timestamp becomes [`TIMESTAMP`], and a stream message's `seq` becomes 0.
-pub fn redact(value: &Value) -> Value {
+fn redact(value: &Value) -> Value {
     match value {
         Value::String(text) if is_timestamp(text) => Value::String(TIMESTAMP.to_owned()),
         Value::Array(items) => Value::Array(items.iter().map(redact).collect()),
@@ -825,7 +826,7 @@ pub fn redact(value: &Value) -> Value {
 }
 
 /// [`redact`] for text (CSV): every comma-separated cell that is a timestamp.
-pub fn redact_text(text: &str) -> String {
+fn redact_text(text: &str) -> String {
     text.split('\n')
         .map(|line| {
             line.split(',').map(|cell| if is_timestamp(cell) { TIMESTAMP } else { cell }).collect::<Vec<_>>().join(",")
@@ -935,7 +936,7 @@ fn render_exchange(exchange: &Exchange) -> String {
 }
 
 /// The Markdown between an example's markers.
-pub fn render(example: &Example) -> String {
+fn render(example: &Example) -> String {
     let exchanges: Vec<String> = example.exchanges.iter().map(render_exchange).collect();
     format!("```console\n{}```\n", exchanges.join(""))
 }

@@ -97,12 +97,16 @@ impl TestDaemon {
         let response = request.send().await.expect("request sent");
         let status = response.status();
         let text = response.text().await.expect("body read");
-        assert!(
-            !text.contains(self.dir.to_str().expect("utf-8 temp path")),
-            "{path} leaked an absolute server path: {text}"
-        );
+        self.assert_no_path_leak(path, &text);
         let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
         (status, value)
+    }
+
+    /// Asserts the answer `text` to `path` does not show the server's
+    /// absolute paths.
+    pub fn assert_no_path_leak(&self, path: &str, text: &str) {
+        let dir = self.dir.to_str().expect("utf-8 temp path");
+        assert!(!text.contains(dir), "{path} leaked an absolute server path: {text}");
     }
 
     /// GET.
@@ -141,16 +145,11 @@ impl TestDaemon {
         view
     }
 
-    /// The value of a Prometheus metric without labels.
+    /// The value of one Prometheus series (see [`metric_value`]).
     pub async fn metric(&self, name: &str) -> f64 {
         let (_, body) = self.get("/metrics").await;
-        let text = body.as_str().expect("metrics are text").to_owned();
-        text.lines()
-            .find_map(|line| line.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
-            .unwrap_or_else(|| panic!("metric {name} not exported"))
-            .trim()
-            .parse()
-            .expect("metric value")
+        let text = body.as_str().expect("metrics are text");
+        metric_value(text, name).unwrap_or_else(|| panic!("metric {name} not exported"))
     }
 }
 
@@ -193,4 +192,14 @@ module.exports = {{
 }};
 "#
     )
+}
+
+/// The value of the series `name` (a metric name, with its labels as
+/// exported, e.g. `strata_refresh_results_total{reason="refreshed"}`) in
+/// Prometheus text `metrics`, or `None` when it is not there.
+pub fn metric_value(metrics: &str, name: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+        .and_then(|value| value.trim().parse().ok())
 }

@@ -142,10 +142,8 @@ async fn a_handler_that_loops_forever_fails_only_its_instance() {
     d.create_instance("neighbour", "calm", true).await;
     let failed = wait_for(&d, "looper", Duration::from_secs(10), |v| v["state"] == "failed").await;
     assert!(failed["lastError"].as_str().unwrap().contains("CPU budget"), "{failed}");
-    let (_, metrics) = d.get("/metrics").await;
-    let interrupts =
-        metrics.as_str().unwrap().lines().find(|l| l.starts_with("strata_js_interrupts_total{limit=\"cpu\"}"));
-    assert_eq!(interrupts.and_then(|l| l.rsplit(' ').next()), Some("1"), "the interrupt is counted");
+    let interrupts = d.metric(r#"strata_js_interrupts_total{limit="cpu"}"#).await;
+    assert_eq!(interrupts, 1.0, "the interrupt is counted");
     let before = instance(&d, "neighbour").await["counters"]["eventsDelivered"].as_u64().unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let after = instance(&d, "neighbour").await;
@@ -166,10 +164,8 @@ async fn a_module_that_exhausts_memory_hits_the_cap() {
     let failed = wait_for(&d, "hog-1", Duration::from_secs(20), |v| v["state"] == "failed").await;
     let error = failed["lastError"].as_str().unwrap();
     assert!(error.contains("memory"), "{error}");
-    let (_, metrics) = d.get("/metrics").await;
-    let interrupts =
-        metrics.as_str().unwrap().lines().find(|l| l.starts_with("strata_js_interrupts_total{limit=\"memory\"}"));
-    assert_eq!(interrupts.and_then(|l| l.rsplit(' ').next()), Some("1"), "the interrupt is counted");
+    let interrupts = d.metric(r#"strata_js_interrupts_total{limit="memory"}"#).await;
+    assert_eq!(interrupts, 1.0, "the interrupt is counted");
 }
 
 #[tokio::test]

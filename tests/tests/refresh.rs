@@ -128,7 +128,8 @@ async fn a_tag_move_refreshes_exactly_that_tags_followers() {
     let (_, metrics) = d.get("/metrics").await;
     let metrics = metrics.as_str().expect("metrics are text");
     assert!(!metrics.contains(r#"strata_refresh_results_total{reason="retired"}"#), "{metrics}");
-    assert!(metrics.contains(r#"strata_refresh_results_total{reason="refreshed"} 1"#), "{metrics}");
+    let refreshed = strata_tests::metric_value(metrics, r#"strata_refresh_results_total{reason="refreshed"}"#);
+    assert_eq!(refreshed, Some(1.0), "{metrics}");
 }
 
 #[tokio::test]

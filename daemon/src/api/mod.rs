@@ -207,7 +207,7 @@ fn json_reply<T: serde::Serialize>(status: warp::http::StatusCode, value: &T) ->
 }
 
 #[cfg(test)]
-mod nagle_tests {
+mod tests {
     use super::*;
 
     #[tokio::test]

@@ -50,14 +50,7 @@ impl Published {
     /// subscriber serializes, frames, allocates or copies it again (the
     /// kernel copies it into each socket).
     pub fn frame(&self) -> Bytes {
-        self.frame
-            .get_or_init(|| {
-                // Serializing a delta cannot fail: no maps with non-string
-                // keys, no custom serializers that error.
-                let json = serde_json::to_string(&Outgoing::Delta(&self.delta)).expect("deltas serialize");
-                super::ws::text_frame(json)
-            })
-            .clone()
+        self.frame.get_or_init(|| super::ws::text(&Outgoing::Delta(&self.delta))).clone()
     }
 }
 

@@ -104,15 +104,22 @@ fn wire(frame: Frame) -> Bytes {
     out.into()
 }
 
-/// A final text frame carrying `payload`.
-pub(super) fn text_frame(payload: String) -> Bytes {
-    wire(Frame::message(payload, OpCode::Data(Data::Text), true))
-}
-
-fn text<T: Serialize>(message: &T) -> Bytes {
+/// `message` as a final text frame of JSON.
+pub(super) fn text<T: Serialize>(message: &T) -> Bytes {
     // Serializing these types cannot fail: no maps with non-string keys, no
     // custom serializers that error.
-    text_frame(serde_json::to_string(message).expect("stream messages serialize"))
+    let json = serde_json::to_string(message).expect("stream messages serialize");
+    wire(Frame::message(json, OpCode::Data(Data::Text), true))
+}
+
+/// The frames of the deltas after `floor` that `filter` keeps, and when the
+/// oldest of them was published. (A plain fn: the same iterator inside the
+/// async connection task trips the higher-ranked lifetime check of its
+/// `Send` future.)
+fn kept_frames(deltas: &[Arc<Published>], floor: u64, filter: &Filter) -> (Vec<Bytes>, Option<OffsetDateTime>) {
+    let mut kept = deltas.iter().filter(|delta| delta.seq > floor && filter.keeps(delta)).peekable();
+    let oldest = kept.peek().map(|delta| delta.ts);
+    (kept.map(|delta| delta.frame()).collect(), oldest)
 }
 
 /// Normalises a `subscribe` into a [`Filter`]: strategy names validated,
@@ -189,19 +196,15 @@ impl<W: AsyncWrite + Unpin> Connection<'_, W> {
     /// timeout. Returns when the oldest of them was published (`None` when
     /// the filter kept none).
     async fn deltas(&mut self, deltas: &[Arc<Published>]) -> Result<Option<OffsetDateTime>, Ended> {
-        let (floor, filter) = (self.floor, &self.filter);
-        let keep = |delta: &&Arc<Published>| delta.seq > floor && filter.keeps(delta);
-        let sent = deltas.iter().filter(keep).count() as u64;
-        let oldest = deltas.iter().find(keep).map(|delta| delta.ts);
+        let (frames, oldest) = kept_frames(deltas, self.floor, &self.filter);
         if let Some(last) = deltas.last() {
             self.floor = self.floor.max(last.seq);
         }
-        if sent == 0 {
+        if frames.is_empty() {
             return Ok(None);
         }
-        let frames: Vec<Bytes> = deltas.iter().filter(keep).map(|delta| delta.frame()).collect();
         self.write(&frames).await?;
-        self.metrics.ws_deltas_sent.inc_by(sent);
+        self.metrics.ws_deltas_sent.inc_by(frames.len() as u64);
         Ok(oldest)
     }
 
@@ -247,12 +250,11 @@ where
         Err(ended) => ended,
     };
     if ended != Ended::SendTimeout {
-        // Best effort, and bounded: the client may be gone already.
-        let _ = timeout(settings.send_timeout, async {
-            let _ = connection.write(&[wire(Frame::close(None))]).await;
-            connection.socket.shutdown().await
-        })
-        .await;
+        // Best effort, and bounded (`write` has the send timeout): the client
+        // may be gone already.
+        if connection.write(&[wire(Frame::close(None))]).await.is_ok() {
+            let _ = timeout(settings.send_timeout, connection.socket.shutdown()).await;
+        }
     }
     tracing::debug!(?ended, "WebSocket subscriber left");
     ended

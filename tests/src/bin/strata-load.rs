@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Parser;
 use strata_daemon::fixtures;
-use strata_tests::instance_request;
+use strata_tests::{instance_request, metric_value};
 
 #[derive(Debug, Parser)]
 struct Cli {
@@ -215,7 +215,7 @@ async fn start_configured(
     bail!("stratad did not become healthy within 120 s")
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
+fn percentile<T: Copy>(sorted: &[T], p: f64) -> T {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
@@ -588,8 +588,8 @@ mod stream {
     use tokio_tungstenite::{connect_async, connect_async_with_config};
 
     use super::{
-        Driver, StreamArgs, TRIVIAL, cpu_seconds, free_port, instance_request, machine_ticks, named_module, percentile,
-        post_all, rss_kib, start, upload,
+        Driver, StreamArgs, TRIVIAL, cpu_seconds, free_port, instance_request, machine_ticks, metric_value,
+        named_module, percentile, post_all, rss_kib, start, upload,
     };
 
     /// The `seq` and `ts` of a delta, read from the front of the message.
@@ -833,11 +833,7 @@ mod stream {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let metrics = client.get(format!("{base}/metrics")).send().await?.text().await?;
-            let connected = metrics
-                .lines()
-                .find_map(|l| l.strip_prefix("strata_ws_subscribers "))
-                .and_then(|v| v.trim().parse::<f64>().ok())
-                .unwrap_or(0.0);
+            let connected = metric_value(&metrics, "strata_ws_subscribers").unwrap_or(0.0);
             if connected as usize >= args.subscribers + args.stalled {
                 break;
             }
@@ -864,11 +860,8 @@ mod stream {
         let burst_elapsed = burst.elapsed();
         let cpu_after = (cpu_seconds(Some(pid))?, cpu_seconds(None)?);
         let machine_after = machine_ticks()?;
-        let gauge = |metrics: String, name: &str| {
-            metrics.lines().find_map(|l| l.strip_prefix(name)).unwrap_or("?").trim().to_owned()
-        };
-        let connected_after =
-            gauge(client.get(format!("{base}/metrics")).send().await?.text().await?, "strata_ws_subscribers ");
+        let metrics = client.get(format!("{base}/metrics")).send().await?.text().await?;
+        let connected_after = metric_value(&metrics, "strata_ws_subscribers").unwrap_or(f64::NAN);
         let end_seq = current_seq(&url).await?;
         let events = end_seq - start_seq;
         until.store(end_seq, Ordering::Release);
@@ -899,13 +892,12 @@ mod stream {
         }
         let after_rss = rss_kib(pid)?;
         let metrics_after = client.get(format!("{base}/metrics")).send().await?.text().await?;
-        let resyncs_total = gauge(metrics_after.clone(), "strata_ws_resyncs_total ");
+        let resyncs_total = metric_value(&metrics_after, "strata_ws_resyncs_total").unwrap_or(f64::NAN);
         let lag = bucket_delta(&lag_before, &lag_buckets(&metrics_after));
         drop(stalled);
         all.sort_unstable();
         anyhow::ensure!(!all.is_empty(), "no delta was received");
         let ms = |us: u32| f64::from(us) / 1e3;
-        let as_durations: Vec<Duration> = all.iter().map(|&us| Duration::from_micros(u64::from(us))).collect();
         println!(
             "burst ({:?} driver): {} HTTP requests, {events} lifecycle events in {:.2} s = {:.0} events/s (target {}/s)",
             args.driver,
@@ -923,8 +915,8 @@ mod stream {
         );
         println!(
             "latency ts->receive: p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
-            percentile(&as_durations, 0.5).as_secs_f64() * 1e3,
-            percentile(&as_durations, 0.99).as_secs_f64() * 1e3,
+            ms(percentile(&all, 0.5)),
+            ms(percentile(&all, 0.99)),
             ms(*all.last().expect("non-empty"))
         );
         println!(
@@ -1051,15 +1043,15 @@ mod stream {
                 let (client, base, sent) = (reqwest::Client::new(), base.to_owned(), sent.clone());
                 let phase = worker as f64 / workers as f64;
                 tasks.push(tokio::spawn(async move {
-                    let mut flipped = vec![false; requests.len()];
                     let mut n = 0u64;
                     while Instant::now() < end && !requests.is_empty() {
                         // Workers are staggered so requests arrive evenly, not
                         // `--concurrency` at a time.
                         let due = burst + Duration::from_secs_f64((n as f64 + phase) / per_worker);
                         tokio::time::sleep_until(due.into()).await;
-                        let at = n as usize % requests.len();
-                        let (path, body) = &requests[at][usize::from(flipped[at])];
+                        // Round-robin over the units; each visit flips a unit's direction.
+                        let (len, visit) = (requests.len(), n as usize);
+                        let (path, body) = &requests[visit % len][(visit / len) % 2];
                         let response = client
                             .post(format!("{base}{path}"))
                             .header("content-type", "application/json")
@@ -1067,7 +1059,6 @@ mod stream {
                             .send()
                             .await?;
                         anyhow::ensure!(response.status().is_success(), "{path}: {}", response.text().await?);
-                        flipped[at] = !flipped[at];
                         sent.fetch_add(1, Ordering::Relaxed);
                         n += 1;
                     }
