@@ -580,12 +580,21 @@ mod stream {
     use std::time::{Duration, Instant};
 
     use anyhow::{Context, bail};
+    use std::io::Cursor;
+    use std::net::SocketAddr;
+
+    use bytes::{Buf, BytesMut};
     use futures_util::StreamExt;
     use serde::Deserialize;
     use time::OffsetDateTime;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+    use tokio_tungstenite::connect_async;
     use tokio_tungstenite::tungstenite::Message;
-    use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-    use tokio_tungstenite::{connect_async, connect_async_with_config};
+    use tokio_tungstenite::tungstenite::handshake::client::generate_key;
+    use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Control, Data, OpCode};
+    use tokio_tungstenite::tungstenite::protocol::frame::{Frame, FrameHeader};
 
     use super::{
         Driver, StreamArgs, TRIVIAL, cpu_seconds, free_port, instance_request, machine_ticks, metric_value,
@@ -597,12 +606,14 @@ mod stream {
     /// keeps this process's CPU, which shares the machine with the daemon
     /// under test, for the thousand sockets rather than for JSON the
     /// measurement never looks at. Anything else goes through [`Probe`].
-    fn delta_prefix(text: &str) -> Option<(u64, &str)> {
-        let rest = text.strip_prefix(r#"{"type":"delta","seq":"#)?;
-        let (seq, rest) = rest.split_once(',')?;
-        let rest = rest.strip_prefix(r#""ts":""#)?;
-        let (ts, _) = rest.split_once('"')?;
-        Some((seq.parse().ok()?, ts))
+    fn delta_prefix(text: &[u8]) -> Option<(u64, &[u8])> {
+        let rest = text.strip_prefix(br#"{"type":"delta","seq":"#)?;
+        let comma = rest.iter().position(|&b| b == b',')?;
+        let (seq, rest) = (&rest[..comma], &rest[comma + 1..]);
+        let rest = rest.strip_prefix(br#""ts":""#)?;
+        let quote = rest.iter().position(|&b| b == b'"')?;
+        let seq = std::str::from_utf8(seq).ok()?.parse().ok()?;
+        Some((seq, &rest[..quote]))
     }
 
     /// The fields of a server message the measurement needs.
@@ -689,59 +700,146 @@ mod stream {
         Ok(line.split_whitespace().nth(3).context("soft limit")?.parse().unwrap_or(u64::MAX))
     }
 
-    /// Read buffer of each subscriber's socket. tungstenite zeroes its whole
-    /// read buffer (128 KiB by default) before every read; a thousand
-    /// sockets reading a few KiB at a time would spend this process's CPU on
-    /// that instead of on the frames (it also zeroes it for the attempt that
-    /// finds the socket drained). 16 KiB holds a whole batch of a burst
-    /// (about 25 deltas) in one read: 8 KiB made twice the `recvfrom` calls
-    /// (206,432 against 99,055 in 3 s, `perf stat -e
-    /// syscalls:sys_enter_recvfrom`), and 32 KiB spent 13% of this process
-    /// in `memset`.
+    /// Bytes each subscriber asks the kernel for per read. 16 KiB holds a
+    /// whole batch of a burst (about 25 deltas) in one read: 8 KiB made
+    /// twice the `recvfrom` calls (206,432 against 99,055 in 3 s, `perf
+    /// stat -e syscalls:sys_enter_recvfrom`).
     const READ_BUFFER: usize = 16 * 1024;
+
+    /// Opens `GET /ws` on `addr` and returns the socket with the bytes
+    /// already read past the `101` (the first frames may come with it).
+    /// The request key comes from tungstenite, the response is parsed by
+    /// httparse and its accept key checked against tungstenite's.
+    async fn upgrade(addr: SocketAddr) -> anyhow::Result<(TcpStream, BytesMut)> {
+        let mut socket = TcpStream::connect(addr).await?;
+        socket.set_nodelay(true)?;
+        let key = generate_key();
+        let request = format!(
+            "GET /ws HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\n\r\n"
+        );
+        socket.write_all(request.as_bytes()).await?;
+        let mut buffer = BytesMut::with_capacity(READ_BUFFER);
+        loop {
+            if socket.read_buf(&mut buffer).await? == 0 {
+                bail!("the daemon closed the connection during the handshake");
+            }
+            let mut headers = [httparse::EMPTY_HEADER; 16];
+            let mut response = httparse::Response::new(&mut headers);
+            if let httparse::Status::Complete(head) = response.parse(&buffer)? {
+                anyhow::ensure!(response.code == Some(101), "upgrade answered {:?}", response.code);
+                let accept = response.headers.iter().find(|h| h.name.eq_ignore_ascii_case("sec-websocket-accept"));
+                anyhow::ensure!(
+                    accept.map(|h| h.value) == Some(derive_accept_key(key.as_bytes()).as_bytes()),
+                    "wrong Sec-WebSocket-Accept"
+                );
+                buffer.advance(head);
+                return Ok((socket, buffer));
+            }
+        }
+    }
 
     /// Reads one subscriber's stream until it sees a delta past `until`
     /// (set once the burst is over, then followed by a sentinel delta), or
     /// the connection ends. Deltas past `until` are not counted.
-    async fn subscriber(url: String, until: Arc<AtomicU64>) -> anyhow::Result<Seen> {
-        let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER);
-        let (mut ws, _) = connect_async_with_config(url, Some(config), true).await?;
+    ///
+    /// This process shares the machine with the daemon under test, so the
+    /// reader is lean: frames are cut from one growing buffer with
+    /// tungstenite's header parser, and a delta is read no further than its
+    /// `seq` and `ts`. Through tokio-tungstenite's `WebSocketStream` (which
+    /// zeroes its read buffer before every read, checks every message's UTF-8
+    /// and allocates each one) the thousand readers kept this process's core
+    /// 93–96% busy, and their queueing was part of the latency measured.
+    async fn subscriber(addr: SocketAddr, until: Arc<AtomicU64>) -> anyhow::Result<Seen> {
+        let (mut socket, mut buffer) = upgrade(addr).await?;
         let mut seen = Seen::default();
-        while let Some(frame) = ws.next().await {
-            let Message::Text(text) = frame? else { continue };
+        loop {
+            // Everything in one read arrived by the time it returned.
             let now = micros_of_day_now();
-            let (seq, ts) = match delta_prefix(&text) {
-                Some(delta) => delta,
-                None => {
-                    let probe: Probe = serde_json::from_str(&text)?;
-                    match probe.kind {
-                        "snapshot" => seen.last = probe.seq.context("snapshot seq")?,
-                        "resync" => seen.resyncs += 1,
-                        "delta" => bail!("a delta that does not start with type, seq and ts: {text}"),
-                        _ => {}
-                    }
-                    continue;
+            loop {
+                let mut cursor = Cursor::new(&buffer[..]);
+                let Some((header, length)) = FrameHeader::parse(&mut cursor)? else { break };
+                let start = cursor.position() as usize;
+                let end = start + usize::try_from(length)?;
+                if buffer.len() < end {
+                    break;
                 }
+                let payload = &buffer[start..end];
+                anyhow::ensure!(header.is_final && header.mask.is_none(), "a fragmented or masked server frame");
+                match header.opcode {
+                    OpCode::Data(Data::Text) => {
+                        if seen.message(payload, now, &until)? == Read::Done {
+                            return Ok(seen);
+                        }
+                    }
+                    OpCode::Control(Control::Ping) => {
+                        let mut pong = Frame::pong(payload.to_vec());
+                        pong.header_mut().mask = Some(mask());
+                        let mut wire = Vec::new();
+                        pong.format(&mut wire)?;
+                        socket.write_all(&wire).await?;
+                    }
+                    OpCode::Control(Control::Close) => return Ok(seen),
+                    other => bail!("unexpected {other} frame"),
+                }
+                buffer.advance(end);
+            }
+            buffer.reserve(READ_BUFFER);
+            if socket.read_buf(&mut buffer).await? == 0 {
+                return Ok(seen);
+            }
+        }
+    }
+
+    /// A client frame's mask (RFC 6455 §5.3), from the standard library's
+    /// per-process random hash keys.
+    fn mask() -> [u8; 4] {
+        use std::hash::{BuildHasher, RandomState};
+        (RandomState::new().hash_one(Instant::now()) as u32).to_ne_bytes()
+    }
+
+    /// Whether a reader goes on.
+    #[derive(Debug, PartialEq, Eq)]
+    enum Read {
+        More,
+        Done,
+    }
+
+    impl Seen {
+        /// Counts one text message received at `now` (microseconds of the day).
+        fn message(&mut self, text: &[u8], now: u64, until: &AtomicU64) -> anyhow::Result<Read> {
+            let Some((seq, ts)) = delta_prefix(text) else {
+                let probe: Probe = serde_json::from_slice(text)?;
+                match probe.kind {
+                    "snapshot" => self.last = probe.seq.context("snapshot seq")?,
+                    "resync" => self.resyncs += 1,
+                    "delta" => {
+                        bail!("a delta that does not start with type, seq and ts: {}", String::from_utf8_lossy(text))
+                    }
+                    _ => {}
+                }
+                return Ok(Read::More);
             };
             let target = until.load(Ordering::Acquire);
             if target > 0 && seq > target {
-                return Ok(seen);
+                return Ok(Read::Done);
             }
-            if seq != seen.last + 1 {
-                seen.gaps += seq.saturating_sub(seen.last + 1);
+            if seq != self.last + 1 {
+                self.gaps += seq.saturating_sub(self.last + 1);
             }
-            seen.last = seq;
-            seen.deltas += 1;
+            self.last = seq;
+            self.deltas += 1;
             let sent = match micros_of_day(ts) {
                 Some(sent) => sent,
                 None => {
+                    let ts = std::str::from_utf8(ts)?;
                     let ts = OffsetDateTime::parse(ts, &time::format_description::well_known::Rfc3339)?;
                     (ts.to_offset(time::UtcOffset::UTC).time() - time::Time::MIDNIGHT).whole_microseconds() as u64
                 }
             };
-            seen.latencies.push(latency_micros(sent, now));
+            self.latencies.push(latency_micros(sent, now));
+            Ok(Read::More)
         }
-        Ok(seen)
     }
 
     const MICROS_PER_DAY: u64 = 86_400_000_000;
@@ -750,8 +848,8 @@ mod stream {
     /// (`YYYY-MM-DDTHH:MM:SS[.fraction]Z`), or `None` for any other form (the
     /// caller then parses it fully). A full RFC 3339 parse per delta was 6% of
     /// this process's CPU, and this process shares the machine with the daemon.
-    fn micros_of_day(ts: &str) -> Option<u64> {
-        let b = ts.as_bytes();
+    fn micros_of_day(ts: &[u8]) -> Option<u64> {
+        let b = ts;
         let digits = |range: std::ops::Range<usize>| -> Option<u64> {
             b.get(range)?.iter().try_fold(0u64, |n, &d| d.is_ascii_digit().then(|| n * 10 + u64::from(d - b'0')))
         };
@@ -810,6 +908,7 @@ mod stream {
         }
         let base = format!("http://127.0.0.1:{port}");
         let url = format!("ws://127.0.0.1:{port}/ws");
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let client = reqwest::Client::new();
         let plan = Plan::create(&client, &base, &args).await?;
         let idle_rss = rss_kib(pid)?;
@@ -821,7 +920,7 @@ mod stream {
         for chunk in (0..args.subscribers).collect::<Vec<_>>().chunks(50) {
             let mut batch = Vec::new();
             for _ in chunk {
-                batch.push(tokio::spawn(subscriber(url.clone(), until.clone())));
+                batch.push(tokio::spawn(subscriber(addr, until.clone())));
             }
             readers.extend(batch);
             tokio::task::yield_now().await;
@@ -1105,19 +1204,64 @@ mod stream {
             ] {
                 let full = OffsetDateTime::parse(ts, &time::format_description::well_known::Rfc3339).unwrap();
                 let expected = (full.time() - time::Time::MIDNIGHT).whole_microseconds() as u64;
-                assert_eq!(micros_of_day(ts), Some(expected), "{ts}");
+                assert_eq!(micros_of_day(ts.as_bytes()), Some(expected), "{ts}");
             }
-            assert_eq!(micros_of_day("2026-12-06T12:26:16+01:00"), None, "only UTC takes the fast path");
-            assert_eq!(micros_of_day("2026-12-06T12:26:1x.5Z"), None);
+            assert_eq!(micros_of_day(b"2026-12-06T12:26:16+01:00"), None, "only UTC takes the fast path");
+            assert_eq!(micros_of_day(b"2026-12-06T12:26:1x.5Z"), None);
             assert_eq!(latency_micros(MICROS_PER_DAY - 1_000, 2_000), 3_000, "across midnight");
             assert_eq!(latency_micros(5_000, 4_000), 0, "a clock step back is no latency");
+        }
+
+        /// The lean reader against a tungstenite server: handshake, a
+        /// snapshot, deltas with a gap, a ping it must answer, and the stop
+        /// past `until`.
+        #[tokio::test]
+        async fn the_reader_counts_deltas_and_gaps_and_answers_pings() {
+            use futures_util::SinkExt;
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let server = tokio::spawn(async move {
+                let (socket, _) = listener.accept().await.unwrap();
+                let mut ws = tokio_tungstenite::accept_async(socket).await.unwrap();
+                let delta = |seq: u64| {
+                    Message::text(format!(
+                        r#"{{"type":"delta","seq":{seq},"ts":"{}","kind":"instanceStarted"}}"#,
+                        OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap()
+                    ))
+                };
+                ws.send(Message::text(r#"{"type":"snapshot","seq":10,"revisions":[]}"#)).await.unwrap();
+                for seq in [11, 12, 14] {
+                    ws.send(delta(seq)).await.unwrap();
+                }
+                ws.send(Message::Ping(b"are you there".to_vec().into())).await.unwrap();
+                let pong = loop {
+                    match ws.next().await.unwrap().unwrap() {
+                        Message::Pong(payload) => break payload,
+                        _ => continue,
+                    }
+                };
+                ws.send(delta(15)).await.unwrap();
+                ws.send(delta(16)).await.unwrap();
+                pong
+            });
+            let reader = tokio::spawn(subscriber(addr, Arc::new(AtomicU64::new(15))));
+            let pong = server.await.unwrap();
+            assert_eq!(&pong[..], b"are you there", "the reader answers a ping with its payload");
+            let seen = reader.await.unwrap().unwrap();
+            assert_eq!(
+                (seen.deltas, seen.gaps, seen.last),
+                (4, 1, 15),
+                "11, 12, 14, 15 counted; 13 missing; 16 past the end"
+            );
+            assert_eq!(seen.latencies.len(), 4);
         }
 
         #[test]
         fn delta_prefix_reads_seq_and_ts_and_nothing_else() {
             let text = r#"{"type":"delta","seq":42,"ts":"2026-12-06T10:49:21Z","kind":"instanceStarted"}"#;
-            assert_eq!(delta_prefix(text), Some((42, "2026-12-06T10:49:21Z")));
-            assert_eq!(delta_prefix(r#"{"type":"snapshot","seq":1}"#), None);
+            assert_eq!(delta_prefix(text.as_bytes()), Some((42, &b"2026-12-06T10:49:21Z"[..])));
+            assert_eq!(delta_prefix(br#"{"type":"snapshot","seq":1}"#), None);
+            assert_eq!(delta_prefix(br#"{"type":"delta","seq":,"ts":"x"}"#), None, "no seq");
         }
     }
 }
