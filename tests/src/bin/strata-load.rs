@@ -706,12 +706,17 @@ mod stream {
     /// stat -e syscalls:sys_enter_recvfrom`).
     const READ_BUFFER: usize = 16 * 1024;
 
-    /// Opens `GET /ws` on `addr` and returns the socket with the bytes
-    /// already read past the `101` (the first frames may come with it).
-    /// The request key comes from tungstenite, the response is parsed by
-    /// httparse and its accept key checked against tungstenite's.
+    /// Opens `GET /ws` on `addr` (see [`handshake`]).
     async fn upgrade(addr: SocketAddr) -> anyhow::Result<(TcpStream, BytesMut)> {
-        let mut socket = TcpStream::connect(addr).await?;
+        handshake(TcpStream::connect(addr).await?, addr).await
+    }
+
+    /// Upgrades `socket`, connected to `addr`, to a WebSocket on `/ws` and
+    /// returns it with the bytes already read past the `101` (the first
+    /// frames may come with it). The request key comes from tungstenite, the
+    /// response is parsed by httparse and its accept key checked against
+    /// tungstenite's.
+    async fn handshake(mut socket: TcpStream, addr: SocketAddr) -> anyhow::Result<(TcpStream, BytesMut)> {
         socket.set_nodelay(true)?;
         let key = generate_key();
         let request = format!(
@@ -927,7 +932,7 @@ mod stream {
         }
         let mut stalled = Vec::new();
         for _ in 0..args.stalled {
-            stalled.push(connect_async(url.as_str()).await?.0);
+            stalled.push(upgrade(addr).await?);
         }
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
