@@ -44,6 +44,9 @@ pub struct Metrics {
     /// Per write of live deltas to a subscriber: seconds from the oldest
     /// delta's publication to the end of the write.
     pub ws_delivery_lag: Histogram,
+    /// Subscribers whose connection ended, by `reason` (`client_gone`,
+    /// `send_timeout`, `idle`, `shutdown`).
+    pub ws_disconnects: IntCounterVec,
 }
 
 /// The JavaScript runtime's counters, handed to every instance's host.
@@ -147,9 +150,18 @@ impl Metrics {
             .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
         )
         .expect("valid metric");
+        let ws_disconnects = IntCounterVec::new(
+            Opts::new(
+                "strata_ws_disconnects_total",
+                "WebSocket subscribers whose connection ended, by reason (send_timeout: a stalled reader was dropped).",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(refresh_results.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(ws_delivery_lag.clone()),
+            Box::new(ws_disconnects.clone()),
             Box::new(js.handler_errors.clone()),
             Box::new(js.interrupts.clone()),
             Box::new(instances_drifting.clone()),
@@ -185,6 +197,7 @@ impl Metrics {
             ws_deltas_sent,
             ws_resyncs,
             ws_delivery_lag,
+            ws_disconnects,
         }
     }
 

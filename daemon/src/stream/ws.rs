@@ -92,6 +92,18 @@ pub enum Ended {
     BusClosed,
 }
 
+impl Ended {
+    /// The `reason` label of `strata_ws_disconnects_total`.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::ClientGone => "client_gone",
+            Self::SendTimeout => "send_timeout",
+            Self::Idle => "idle",
+            Self::BusClosed => "shutdown",
+        }
+    }
+}
+
 /// Largest message a client may send (a `subscribe` with many hashes fits
 /// many times over).
 const MAX_CLIENT_MESSAGE: usize = 1 << 20;
@@ -256,6 +268,7 @@ where
             let _ = timeout(settings.send_timeout, connection.socket.shutdown()).await;
         }
     }
+    metrics.ws_disconnects.with_label_values(&[ended.reason()]).inc();
     tracing::debug!(?ended, "WebSocket subscriber left");
     ended
 }

@@ -997,6 +997,8 @@ mod stream {
         let after_rss = rss_kib(pid)?;
         let metrics_after = client.get(format!("{base}/metrics")).send().await?.text().await?;
         let resyncs_total = metric_value(&metrics_after, "strata_ws_resyncs_total").unwrap_or(f64::NAN);
+        let dropped_stalled =
+            metric_value(&metrics_after, r#"strata_ws_disconnects_total{reason="send_timeout"}"#).unwrap_or(0.0);
         let lag = bucket_delta(&lag_before, &lag_buckets(&metrics_after));
         drop(stalled);
         all.sort_unstable();
@@ -1048,7 +1050,7 @@ mod stream {
         );
         println!(
             "daemon: strata_ws_subscribers right after the burst = {connected_after} (stalled included); \
-             strata_ws_resyncs_total = {resyncs_total}"
+             strata_ws_resyncs_total = {resyncs_total}; dropped by the send timeout = {dropped_stalled}"
         );
         println!(
             "daemon RSS: idle {:.1} MiB; with subscribers before the burst {:.1} MiB; after {:.1} MiB",

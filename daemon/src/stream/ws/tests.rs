@@ -289,6 +289,8 @@ async fn a_socket_that_accepts_nothing_is_dropped_after_the_send_timeout() {
     let ended = timeout(Duration::from_secs(5), serve(socket, &f.usage, &f.metrics, None, &settings)).await;
     assert_eq!(ended.expect("ends"), Ended::SendTimeout);
     assert_eq!(f.metrics.ws_subscribers.get(), 0);
+    assert_eq!(f.metrics.ws_disconnects.with_label_values(&["send_timeout"]).get(), 1);
+    assert_eq!(f.metrics.ws_disconnects.with_label_values(&["client_gone"]).get(), 0);
 }
 
 #[tokio::test]
@@ -322,6 +324,8 @@ async fn a_silent_client_is_pinged_then_dropped_while_a_talking_one_stays() {
     let published = f.publish("grid");
     assert_eq!(seq_of(&talking.next().await), published);
     assert_eq!(talking.hang_up().await, Ended::ClientGone);
+    let disconnects = |reason: &str| f.metrics.ws_disconnects.with_label_values(&[reason]).get();
+    assert_eq!((disconnects("idle"), disconnects("client_gone"), disconnects("send_timeout")), (1, 1, 0));
 }
 
 #[test]
