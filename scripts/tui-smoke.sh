@@ -94,13 +94,8 @@ keys Escape
 sleep 0.3
 
 # Live: stop the instance behind the console's back; the row follows without a key press.
-ws_status=$(curl -s -o /dev/null -w '%{http_code}' "$URL/ws" || true)
-if [ "$ws_status" = "404" ]; then
-    echo "skip: this stratad has no /ws yet (live step not checked)"
-else
-    curl -fsS -X POST "$URL/strategy/instances/momentum-prod/stop" >/dev/null
-    wait_for "stopped"
-fi
+curl -fsS -X POST "$URL/strategy/instances/momentum-prod/stop" >/dev/null
+wait_for "stopped"
 
 keys q
 for _ in $(seq 1 25); do

@@ -285,6 +285,17 @@ mod tests {
     #[test]
     fn the_docs_carry_the_keymap_table() {
         let doc = include_str!("../../docs/console.md");
-        assert!(doc.contains(&markdown_table()), "docs/console.md's key table is stale; paste:\n{}", markdown_table());
+        let table = markdown_table();
+        let header = table.lines().next().expect("a header line");
+        // The table in the doc runs from its header to the first blank line,
+        // and must be exactly the generated one (nothing appended to it).
+        let start = doc.find(header).expect("docs/console.md has the key table");
+        let end = doc[start..].find("\n\n").map_or(doc.len(), |n| start + n + 1);
+        assert_eq!(
+            &doc[start..end],
+            table,
+            "docs/console.md's key table is stale; replace it with the table between the markers:\n\
+             --- begin ---\n{table}--- end ---"
+        );
     }
 }

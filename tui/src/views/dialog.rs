@@ -16,7 +16,7 @@ use crate::keymap::Scope;
 fn preview_note(target: &Target) -> &'static str {
     match target {
         Target::RefreshStrategy(_) | Target::RefreshHash { .. } => {
-            "instance(s) it will re-resolve (drifting ones re-pin, running ones restart):"
+            "instance(s) it will re-resolve (drifting ones move; those running restart):"
         }
         Target::RestartAll { .. } => "instance(s) pinned to this hash (running ones restart):",
         Target::Instance { .. } => "instance:",
