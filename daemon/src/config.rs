@@ -73,6 +73,10 @@ pub struct UsageConfig {
     pub stream_replay: usize,
     /// Deltas a WebSocket subscriber may fall behind before it is resynced.
     pub stream_queue: usize,
+    /// Seconds between the passes that mark running revisions as seen
+    /// (`lastSeen`, one `revisionsSeen` delta), announce retirements and
+    /// persist usage (default 15; SPEC §2.1 wants `lastSeen` at most 30 s old).
+    pub seen_every_secs: u64,
 }
 
 impl Default for UsageConfig {
@@ -81,6 +85,7 @@ impl Default for UsageConfig {
             retire_after_secs: 0,
             stream_replay: crate::stream::DEFAULT_REPLAY,
             stream_queue: crate::stream::DEFAULT_QUEUE,
+            seen_every_secs: 15,
         }
     }
 }
@@ -232,6 +237,9 @@ impl Config {
                 return Err(format!("provider name \"{}\" is used twice", provider.name));
             }
         }
+        if self.usage.seen_every_secs == 0 {
+            return Err("[usage] seen_every_secs must be at least 1".into());
+        }
         Ok(())
     }
 
@@ -259,5 +267,14 @@ mod tests {
             toml::from_str("strategies_dir = \"/srv/strata/strategies\"\n[js]\ncpu_budget_ms = 100").unwrap();
         assert_eq!(config.data_dir(), PathBuf::from("/srv/strata/data"));
         assert_eq!(config.js_limits().cpu_budget, Duration::from_millis(100));
+    }
+
+    #[test]
+    fn the_seen_pass_needs_a_period() {
+        let config: Config = toml::from_str("").unwrap();
+        assert_eq!(config.usage.seen_every_secs, 15);
+        assert!(config.validate().is_ok());
+        let config: Config = toml::from_str("[usage]\nseen_every_secs = 0").unwrap();
+        assert_eq!(config.validate().unwrap_err(), "[usage] seen_every_secs must be at least 1");
     }
 }

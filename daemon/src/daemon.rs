@@ -214,8 +214,9 @@ pub async fn boot(config: Config, listener: TcpListener) -> Result<Running, Boot
     background.push(tokio::spawn({
         // SPEC §2.1: lastSeen moves at least every 30 s while a revision runs.
         let (usage, instances) = (usage.clone(), instances.clone());
+        let period = std::time::Duration::from_secs(config.usage.seen_every_secs.max(1));
         async move {
-            let mut every = tokio::time::interval(std::time::Duration::from_secs(15));
+            let mut every = tokio::time::interval(period);
             loop {
                 every.tick().await;
                 let now = time::OffsetDateTime::now_utc();

@@ -138,11 +138,16 @@ pub enum DeltaKind {
     TagMoved,
     /// A refresh finished (`results` gives counts by reason).
     RefreshCompleted,
+    /// The daemon's periodic heartbeat: every revision with running
+    /// instances was seen running at `lastSeen` (`strategy` and `hash` are
+    /// `null`). One delta for all of them, so a client's `lastSeen` keeps up
+    /// with the daemon's without a message per revision.
+    RevisionsSeen,
 }
 
 impl DeltaKind {
     /// Every kind, in declaration order.
-    pub const ALL: [DeltaKind; 11] = [
+    pub const ALL: [DeltaKind; 12] = [
         DeltaKind::InstanceCreated,
         DeltaKind::InstanceStarted,
         DeltaKind::InstanceStopped,
@@ -154,6 +159,7 @@ impl DeltaKind {
         DeltaKind::RevisionRetired,
         DeltaKind::TagMoved,
         DeltaKind::RefreshCompleted,
+        DeltaKind::RevisionsSeen,
     ];
 
     /// The camelCase name used on the wire and in metrics.
@@ -170,6 +176,7 @@ impl DeltaKind {
             DeltaKind::RevisionRetired => "revisionRetired",
             DeltaKind::TagMoved => "tagMoved",
             DeltaKind::RefreshCompleted => "refreshCompleted",
+            DeltaKind::RevisionsSeen => "revisionsSeen",
         }
     }
 }
@@ -187,9 +194,9 @@ pub struct Delta {
     pub ts: OffsetDateTime,
     /// What happened.
     pub kind: DeltaKind,
-    /// The strategy (`null` only for `refreshCompleted`).
+    /// The strategy (`null` only for `refreshCompleted` and `revisionsSeen`).
     pub strategy: Option<String>,
-    /// The revision (`null` for `refreshCompleted`, and for a `tagMoved`
+    /// The revision (`null` for `refreshCompleted` and `revisionsSeen`, and for a `tagMoved`
     /// that deleted the tag: it points nowhere now).
     pub hash: Option<RevisionHash>,
     /// The instance, for `instance*` kinds.
@@ -284,9 +291,10 @@ impl Filter {
         self.is_all() || self.strategies.iter().any(|s| s == strategy) || self.keeps_hash(hash)
     }
 
-    /// Whether a delta belongs to the subscription. `refreshCompleted` always does.
+    /// Whether a delta belongs to the subscription. `refreshCompleted` and
+    /// `revisionsSeen` (about no one revision) always do.
     pub fn keeps(&self, delta: &Delta) -> bool {
-        if self.is_all() || delta.kind == DeltaKind::RefreshCompleted {
+        if self.is_all() || matches!(delta.kind, DeltaKind::RefreshCompleted | DeltaKind::RevisionsSeen) {
             return true;
         }
         delta.strategy.as_deref().is_some_and(|s| self.strategies.iter().any(|t| t == s))
@@ -321,6 +329,14 @@ impl UsageMirror {
 
     fn apply_delta(&mut self, delta: &Delta) -> Vec<(String, RevisionHash)> {
         self.seq = self.seq.max(delta.seq);
+        if delta.kind == DeltaKind::RevisionsSeen {
+            // A heartbeat, not a change an operator needs pointed out: no
+            // revision is reported as touched.
+            for entry in self.revisions.values_mut().filter(|entry| entry.count > 0) {
+                entry.last_seen = delta.last_seen;
+            }
+            return Vec::new();
+        }
         let Some(strategy) = &delta.strategy else { return Vec::new() };
         let Some(hash) = delta.hash else {
             // A deleted tag (`tagMoved` with no `hash`): it leaves `previousHash`.

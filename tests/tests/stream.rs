@@ -86,6 +86,12 @@ async fn action(d: &TestDaemon, id: &str, action: &str) {
 }
 
 /// What a fresh subscriber sees now, as a mirror.
+/// A daemon whose periodic `revisionsSeen` heartbeat never fires during a
+/// test, so the tests that count `seq`s see only the changes they make.
+async fn quiet_daemon() -> TestDaemon {
+    TestDaemon::start_with(|config| config.usage.seen_every_secs = 3600).await
+}
+
 async fn fresh_mirror(d: &TestDaemon) -> UsageMirror {
     let mut ws = connect(d, "").await;
     let mut mirror = UsageMirror::default();
@@ -95,7 +101,7 @@ async fn fresh_mirror(d: &TestDaemon) -> UsageMirror {
 
 #[tokio::test]
 async fn snapshot_then_every_delta_in_order_and_the_mirror_keeps_up() {
-    let d = TestDaemon::start().await;
+    let d = quiet_daemon().await;
     let v1 = d.upload(&module("grid", 1), "v1").await;
     let mut ws = connect(&d, "").await;
     let first = snapshot(&mut ws).await;
@@ -143,7 +149,7 @@ async fn snapshot_then_every_delta_in_order_and_the_mirror_keeps_up() {
 
 #[tokio::test]
 async fn a_subscription_keeps_its_strategy_and_every_refresh_and_bad_messages_get_an_error() {
-    let d = TestDaemon::start().await;
+    let d = quiet_daemon().await;
     let grid = d.upload(&module("grid", 1), "v1").await;
     d.upload(&module("other", 1), "v1").await;
     let mut ws = connect(&d, "").await;
@@ -191,8 +197,38 @@ async fn a_subscription_keeps_its_strategy_and_every_refresh_and_bad_messages_ge
 }
 
 #[tokio::test]
+async fn the_heartbeat_keeps_last_seen_current_for_a_mirror() {
+    let d = TestDaemon::start_with(|config| config.usage.seen_every_secs = 1).await;
+    d.upload(&module("grid", 1), "v1").await;
+    d.upload(&module("grid", 2), "v2").await;
+    d.create_instance("a", "grid:v1", true).await;
+    let mut ws = connect(&d, "").await;
+    let mut mirror = UsageMirror::default();
+    mirror.apply(&ServerMessage::Snapshot(snapshot(&mut ws).await));
+    let running = |mirror: &UsageMirror| {
+        mirror.revisions.values().find(|r| r.count == 1).map(|r| (r.hash, r.last_seen)).expect("one running revision")
+    };
+    let (hash, before) = running(&mirror);
+    let heartbeat = loop {
+        let delta = delta(&mut ws).await;
+        mirror.apply(&ServerMessage::Delta(delta.clone()));
+        if delta.kind == DeltaKind::RevisionsSeen {
+            break delta;
+        }
+    };
+    assert_eq!((heartbeat.strategy, heartbeat.hash), (None, None));
+    let seen = heartbeat.last_seen.expect("the heartbeat carries lastSeen");
+    assert!(Some(seen) > before, "lastSeen moves forward");
+    assert_eq!(running(&mirror), (hash, Some(seen)));
+    let idle = mirror.revisions.values().find(|r| r.count == 0).expect("v2 does not run");
+    assert_eq!(idle.last_seen, None, "a revision that never ran is not seen");
+    let fresh = fresh_mirror(&d).await;
+    assert_eq!(fresh.revisions[&("grid".to_owned(), hash)].last_seen, Some(seen), "as a fresh snapshot says");
+}
+
+#[tokio::test]
 async fn resume_from_a_buffered_seq_replays_exactly_what_was_missed() {
-    let d = TestDaemon::start().await;
+    let d = quiet_daemon().await;
     d.upload(&module("grid", 1), "v1").await;
     let mut live = connect(&d, "").await;
     let start = snapshot(&mut live).await.seq;
@@ -228,7 +264,11 @@ async fn resume_from_a_buffered_seq_replays_exactly_what_was_missed() {
 
 #[tokio::test]
 async fn resume_from_an_expired_or_future_seq_gets_a_reset_snapshot() {
-    let d = TestDaemon::start_with(|c| c.usage.stream_replay = 4).await;
+    let d = TestDaemon::start_with(|c| {
+        c.usage.stream_replay = 4;
+        c.usage.seen_every_secs = 3600;
+    })
+    .await;
     d.upload(&module("grid", 1), "v1").await;
     let mut live = connect(&d, "").await;
     let start = snapshot(&mut live).await.seq;
@@ -254,7 +294,11 @@ async fn resume_from_an_expired_or_future_seq_gets_a_reset_snapshot() {
 
 #[tokio::test]
 async fn a_subscriber_that_does_not_read_neither_holds_back_nor_corrupts_the_others() {
-    let d = TestDaemon::start_with(|c| c.usage.stream_queue = 8).await;
+    let d = TestDaemon::start_with(|c| {
+        c.usage.stream_queue = 8;
+        c.usage.seen_every_secs = 3600;
+    })
+    .await;
     d.upload(&module("grid", 1), "v1").await;
     // Connected, never read until the end: its server task blocks on a full
     // socket while the burst goes on.

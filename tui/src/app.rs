@@ -909,7 +909,10 @@ impl App {
                 }
                 if !matches!(
                     delta.kind,
-                    DeltaKind::InstanceStarted | DeltaKind::InstanceStopped | DeltaKind::InstanceFailed
+                    DeltaKind::InstanceStarted
+                        | DeltaKind::InstanceStopped
+                        | DeltaKind::InstanceFailed
+                        | DeltaKind::RevisionsSeen
                 ) {
                     self.drift_stale = true;
                 }

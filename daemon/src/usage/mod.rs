@@ -370,13 +370,22 @@ impl UsageIndex {
         }
     }
 
-    /// Marks every running revision as seen at `now` (called periodically).
+    /// Marks every running revision as seen at `now` (called periodically)
+    /// and, if there was one, tells subscribers with one `revisionsSeen`.
     pub fn touch_running(&self, now: OffsetDateTime) {
         let mut inner = self.inner.lock();
         let Inner { entries, dirty, .. } = &mut *inner;
+        let mut touched = false;
         for (key, entry) in entries.iter_mut().filter(|(_, e)| !e.running.is_empty()) {
             entry.last_seen = Some(now);
             dirty.insert(key.clone());
+            touched = true;
+        }
+        if touched {
+            // Under the lock, like every delta, so it takes its place in `seq` order.
+            let mut delta = Delta::new(0, now, DeltaKind::RevisionsSeen, None, None);
+            delta.last_seen = Some(now);
+            self.bus.publish(delta);
         }
     }
 

@@ -129,6 +129,9 @@ fn every_change_is_a_delta_and_the_mirror_matches_the_snapshot() {
     let changes = state.replace_strategy("grid", Some(strategy_with(&[a, b], &[("latest", b)])), vec![]);
     index.changed(&state, &changes);
 
+    // The heartbeat moves `lastSeen` of the running revision (`b`) only.
+    index.touch_running(at(6));
+
     let mut kinds = Vec::new();
     while let Ok(delta) = live.try_recv() {
         kinds.push(delta.kind);
@@ -148,7 +151,8 @@ fn every_change_is_a_delta_and_the_mirror_matches_the_snapshot() {
             InstanceRepinned,
             InstanceStarted,
             TagMoved,
-            RevisionRetired
+            RevisionRetired,
+            RevisionsSeen
         ]
     );
     let mut snapshot = index.snapshot(false);
@@ -158,6 +162,30 @@ fn every_change_is_a_delta_and_the_mirror_matches_the_snapshot() {
     assert_eq!(mirrored, snapshot.revisions, "deltas alone rebuild the snapshot");
     assert_eq!(mirror.seq, snapshot.seq);
     assert!(snapshot.revisions.iter().find(|r| r.hash == a).unwrap().retired);
+    let last_seen = |hash| snapshot.revisions.iter().find(|r| r.hash == hash).unwrap().last_seen;
+    assert_eq!((last_seen(a), last_seen(b)), (Some(at(3)), Some(at(6))));
+}
+
+#[test]
+fn the_heartbeat_is_one_delta_and_only_when_something_runs() {
+    let index = UsageIndex::new(Arc::new(Bus::default()), None, Duration::ZERO);
+    let s: Arc<str> = Arc::from("grid");
+    let (a, b) = (RevisionHash::of(b"a"), RevisionHash::of(b"b"));
+    let mut live = index.bus().subscribe();
+    index.touch_running(at(1));
+    assert!(live.try_recv().is_err(), "nothing runs: no delta");
+    for (hash, id) in [(a, "x"), (b, "y")] {
+        index.created(pin("grid", hash, id), at(2));
+        index.started(&s, hash, id, at(2));
+    }
+    while live.try_recv().is_ok() {}
+    index.touch_running(at(3));
+    let seen = live.try_recv().expect("one heartbeat");
+    assert_eq!(
+        (seen.kind, seen.strategy.as_deref(), seen.hash, seen.last_seen),
+        (DeltaKind::RevisionsSeen, None, None, Some(at(3)))
+    );
+    assert!(live.try_recv().is_err(), "one delta for both revisions");
 }
 
 #[test]

@@ -2,7 +2,7 @@
 
 use crossterm::event::KeyCode;
 use strata_shared::api::InstanceState;
-use strata_shared::stream::DeltaKind;
+use strata_shared::stream::{Delta, DeltaKind, ServerMessage};
 use strata_tui::app::{Action, App, ConnState, Prompt, Stage, View, list_rows};
 use strata_tui::client::{Outcome, Reply, Request, Target, Verb};
 use strata_tui::fixtures::{self, hash, now};
@@ -275,6 +275,30 @@ fn a_delta_changes_the_rows_and_highlights_them_briefly() {
     assert!(requests.is_empty(), "starts don't change drift: {requests:?}");
     app.update(Action::Tick(now() + Duration::seconds(3)));
     assert!(!app.strategy_changed("momentum"), "highlight gone after 2 s");
+}
+
+#[test]
+fn the_heartbeat_moves_last_seen_of_running_revisions_without_a_highlight_or_a_request() {
+    let mut app = demo_app(false);
+    let later = now() + Duration::seconds(15);
+    let mut heartbeat = Delta::new(43, later, DeltaKind::RevisionsSeen, None, None);
+    heartbeat.last_seen = Some(later);
+    let before = app.mirror.clone();
+    let requests = app.update(Action::Live(vec![ServerMessage::Delta(heartbeat)]));
+    assert!(requests.is_empty(), "a heartbeat fetches nothing: {requests:?}");
+    let requests = app.update(Action::Tick(now() + Duration::seconds(1)));
+    assert!(requests.is_empty(), "not even at the next tick (drift is unchanged): {requests:?}");
+    assert!(!app.strategy_changed("momentum"), "nor highlights anything");
+    for (key, revision) in &app.mirror.revisions {
+        let was = &before.revisions[key];
+        if revision.count > 0 {
+            assert_eq!(revision.last_seen, Some(later), "{key:?} runs: seen now");
+        } else {
+            assert_eq!(revision.last_seen, was.last_seen, "{key:?} does not run: unchanged");
+        }
+    }
+    assert!(app.mirror.revisions.values().any(|r| r.count > 0) && app.mirror.revisions.values().any(|r| r.count == 0));
+    assert_eq!(app.mirror.seq, 43);
 }
 
 #[test]
