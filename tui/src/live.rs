@@ -2,7 +2,10 @@
 //! forwards every [`ServerMessage`] and reports its [`ConnState`], and
 //! reconnects with exponential backoff. On reconnect it resumes with
 //! `?since=<last seq>` (the daemon answers `resumed` and the missed deltas,
-//! or a fresh snapshot with `reset: true`).
+//! or a fresh snapshot with `reset: true`). A connection that stays silent
+//! (not even the daemon's pings) for [`SILENCE_LIMIT`] is taken for dead
+//! and replaced: a peer that vanished without closing (a half-open TCP
+//! connection) would otherwise look live forever.
 
 use std::time::Duration;
 
@@ -20,6 +23,9 @@ use crate::event::Event;
 pub const BACKOFF_START: Duration = Duration::from_millis(500);
 /// Longest wait between attempts.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// Silence after which the connection is given up: three of the daemon's
+/// 15 s ping periods.
+pub const SILENCE_LIMIT: Duration = Duration::from_secs(45);
 
 /// The wait after `attempt` consecutive failures (1-based): 0.5 s doubling up to 10 s.
 pub fn backoff(attempt: u32) -> Duration {
@@ -43,17 +49,27 @@ pub fn ws_url(base: &str, since: Option<u64>) -> String {
 
 /// Spawns the connection task; it ends when `events` is closed.
 pub fn spawn(base: String, token: Option<String>, events: mpsc::UnboundedSender<Event>) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(run(base, token, events))
+    spawn_watching(base, token, events, SILENCE_LIMIT)
 }
 
-async fn run(base: String, token: Option<String>, events: mpsc::UnboundedSender<Event>) {
+/// [`spawn`] with another silence limit (tests, daemons that ping faster).
+pub fn spawn_watching(
+    base: String,
+    token: Option<String>,
+    events: mpsc::UnboundedSender<Event>,
+    silence: Duration,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(run(base, token, events, silence))
+}
+
+async fn run(base: String, token: Option<String>, events: mpsc::UnboundedSender<Event>, silence: Duration) {
     let mut last_seq: Option<u64> = None;
     let mut attempt: u32 = 0;
     loop {
         if events.send(Event::Connection(ConnState::Connecting { attempt: attempt + 1 })).is_err() {
             return;
         }
-        let error = match session(&base, token.as_deref(), &mut last_seq, &events).await {
+        let error = match session(&base, token.as_deref(), &mut last_seq, &events, silence).await {
             Ok(got_messages) => {
                 if got_messages {
                     attempt = 0;
@@ -81,6 +97,7 @@ async fn session(
     token: Option<&str>,
     last_seq: &mut Option<u64>,
     events: &mpsc::UnboundedSender<Event>,
+    silence: Duration,
 ) -> Result<bool, String> {
     let url = ws_url(base, *last_seq);
     let mut request = url.as_str().into_client_request().map_err(|e| format!("{url}: {e}"))?;
@@ -92,7 +109,11 @@ async fn session(
     tracing::info!(url, "websocket connected");
     let _ = events.send(Event::Connection(ConnState::Connected));
     let mut got = false;
-    while let Some(frame) = socket.next().await {
+    loop {
+        let Ok(frame) = tokio::time::timeout(silence, socket.next()).await else {
+            return Err(format!("nothing heard from the daemon for {silence:?}"));
+        };
+        let Some(frame) = frame else { break };
         let text = match frame.map_err(|e| e.to_string())? {
             Message::Text(text) => text,
             Message::Close(_) => break,

@@ -79,3 +79,30 @@ async fn the_stream_forwards_messages_and_resumes_after_a_drop() {
     assert!(matches!(next(&mut rx).await, Event::Ws(ServerMessage::Resumed { since: 42 })));
     task.abort();
 }
+
+#[tokio::test]
+async fn a_silent_connection_is_given_up_and_resumed() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let task = strata_tui::live::spawn_watching(base, None, tx, Duration::from_millis(300));
+
+    // The server sends a snapshot, then nothing, and keeps the socket open.
+    let (mut silent, _, _) = accept(&listener).await;
+    let snapshot = fixtures::snapshot();
+    silent.send(Message::text(serde_json::to_string(&snapshot).unwrap())).await.unwrap();
+    assert!(matches!(next(&mut rx).await, Event::Connection(ConnState::Connecting { attempt: 1 })));
+    assert!(matches!(next(&mut rx).await, Event::Connection(ConnState::Connected)));
+    assert!(matches!(next(&mut rx).await, Event::Ws(m) if m == snapshot));
+    match next(&mut rx).await {
+        Event::Connection(ConnState::Disconnected { error, attempt: 1, .. }) => {
+            assert!(error.starts_with("nothing heard from the daemon"), "{error}")
+        }
+        other => panic!("expected the silent connection to be given up, got {other:?}"),
+    }
+    let ServerMessage::Snapshot(sent) = &snapshot else { unreachable!() };
+    let (_ws, path, _) = accept(&listener).await;
+    assert_eq!(path, format!("/ws?since={}", sent.seq), "a new connection resumes where the silent one stopped");
+    drop(silent);
+    task.abort();
+}
