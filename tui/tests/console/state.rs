@@ -247,6 +247,80 @@ fn cancelling_a_confirmation_runs_nothing_and_instance_actions_target_the_row() 
 }
 
 #[test]
+fn restart_all_and_instance_actions_show_their_results() {
+    use strata_shared::api::{BatchResponse, BatchResult, RefreshReason};
+    let mut app = instances_app();
+    let restart_all = Target::RestartAll { strategy: "momentum".into(), hash: hash("momentum-v1.1.0") };
+    assert_eq!(press(&mut app, ch('R')), [Request::Preview(restart_all.clone())]);
+    app.update(Action::Reply(Reply::Preview {
+        target: restart_all.clone(),
+        result: Ok(fixtures::momentum_prod_instances()),
+    }));
+    assert_eq!(press(&mut app, ch('y')), [Request::Run(restart_all.clone())]);
+    let result = |id: &str, reason, error: Option<&str>| BatchResult {
+        instance_id: id.into(),
+        previous_hash: hash("momentum-v1.1.0"),
+        hash: hash("momentum-v1.1.0"),
+        reason,
+        error: error.map(str::to_owned),
+    };
+    let batch = BatchResponse {
+        results: vec![
+            result("momentum-prod", RefreshReason::Refreshed, None),
+            result("momentum-eu", RefreshReason::Failed, Some("start failed: boom")),
+        ],
+    };
+    app.update(Action::Reply(Reply::Done { target: restart_all, result: Ok(Outcome::Batch(batch)) }));
+    let shown = screen(&app);
+    for expected in ["Result", "1 failed, 1 refreshed", "momentum-prod", "refreshed", "error: start failed: boom"] {
+        assert!(shown.contains(expected), "{expected} missing:\n{shown}");
+    }
+    press(&mut app, key(KeyCode::Enter));
+    assert!(app.dialog.is_none());
+
+    // One instance: stop the selected row, the panel shows its new state.
+    let stop = Target::Instance { id: "momentum-prod".into(), verb: Verb::Stop };
+    press(&mut app, ch('j'));
+    assert_eq!(press(&mut app, ch('x')), [Request::Preview(stop.clone())]);
+    app.update(Action::Reply(Reply::Preview { target: stop.clone(), result: Ok(fixtures::momentum_prod_instances()) }));
+    assert_eq!(press(&mut app, ch('y')), [Request::Run(stop.clone())]);
+    let mut stopped = fixtures::momentum_prod_instances().instances.remove(0);
+    stopped.state = InstanceState::Stopped;
+    app.update(Action::Reply(Reply::Done { target: stop, result: Ok(Outcome::Instance(Box::new(stopped))) }));
+    let shown = screen(&app);
+    assert!(shown.contains("now stopped"), "the summary names the new state:\n{shown}");
+    // A refused action shows the daemon's error instead of results.
+    press(&mut app, key(KeyCode::Enter));
+    let start = Target::Instance { id: "momentum-prod".into(), verb: Verb::Start };
+    press(&mut app, ch('t'));
+    app.update(Action::Reply(Reply::Preview {
+        target: start.clone(),
+        result: Ok(fixtures::momentum_prod_instances()),
+    }));
+    press(&mut app, ch('y'));
+    app.update(Action::Reply(Reply::Done { target: start, result: Err("409 conflict: already running".into()) }));
+    let shown = screen(&app);
+    assert!(shown.contains("409 conflict: already running"), "{shown}");
+}
+
+#[test]
+fn a_resync_is_announced_and_its_snapshot_highlights_only_what_differs() {
+    let mut app = demo_app(false);
+    app.update(Action::Live(vec![ServerMessage::Resync { reason: "lagged".into(), missed: 7 }]));
+    assert!(app.message.as_ref().is_some_and(|m| m.text.contains("resyncing (lagged, 7 missed)")));
+    let ServerMessage::Snapshot(mut reset) = fixtures::snapshot() else { unreachable!() };
+    reset.reset = true;
+    reset.seq += 10;
+    let changed = reset.revisions.iter_mut().find(|r| r.hash == hash("momentum-v1.0.0")).expect("in the fixture");
+    changed.count += 1;
+    changed.instances.push("old".into());
+    app.update(Action::Live(vec![ServerMessage::Snapshot(reset.clone())]));
+    assert_eq!(app.mirror.seq, reset.seq);
+    assert!(app.revision_changed("momentum", &hash("momentum-v1.0.0")), "what differs is highlighted");
+    assert!(!app.revision_changed("momentum", &hash("momentum-v1.1.0")), "what did not, is not");
+}
+
+#[test]
 fn a_delta_changes_the_rows_and_highlights_them_briefly() {
     let mut app = demo_app(false);
     let running = |app: &App| match app.top() {
