@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Smoke test of the console (`strata`) against a real `stratad --demo`, in a
 # detached tmux session of fixed size: drill down, open the help, watch a
-# live change (when the daemon serves /ws), quit. Loopback only; everything
-# it starts is stopped on exit.
+# live change arrive over /ws, quit; then check that the console logged to
+# its file. Loopback only; everything it starts is stopped on exit.
 #
 #   cargo build -p strata-daemon -p strata-tui && scripts/tui-smoke.sh
 #
@@ -96,6 +96,11 @@ sleep 0.3
 # Live: stop the instance behind the console's back; the row follows without a key press.
 curl -fsS -X POST "$URL/strategy/instances/momentum-prod/stop" >/dev/null
 wait_for "stopped"
+if screen | grep -Eq ' (INFO|WARN|ERROR) '; then
+    echo "FAIL: log lines on the screen:" >&2
+    screen >&2
+    exit 1
+fi
 
 keys q
 for _ in $(seq 1 25); do
@@ -106,4 +111,13 @@ if tmux has-session -t "$SESSION" 2>/dev/null; then
     echo "FAIL: strata did not quit on q" >&2
     exit 1
 fi
+# Logs go to the file, never to the screen.
+for line in "strata starting" "websocket connected"; do
+    if ! grep -q "$line" "$TMP/strata.log"; then
+        echo "FAIL: '$line' not in the console's log file" >&2
+        cat "$TMP/strata.log" >&2 || true
+        exit 1
+    fi
+    echo "ok: log has '$line'"
+done
 echo "tui smoke: all good"
