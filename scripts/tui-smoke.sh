@@ -26,6 +26,7 @@ SESSION="strata-smoke-$$"
 DAEMON_PID=""
 cleanup() {
     tmux kill-session -t "$SESSION" 2>/dev/null || true
+    tmux kill-session -t "$SESSION-panic" 2>/dev/null || true
     if [ -n "$DAEMON_PID" ]; then
         kill "$DAEMON_PID" 2>/dev/null || true
         wait "$DAEMON_PID" 2>/dev/null || true
@@ -120,4 +121,39 @@ for line in "strata starting" "websocket connected"; do
     fi
     echo "ok: log has '$line'"
 done
+# A panic (injected: STRATA_SMOKE_PANIC, honoured by debug builds only)
+# leaves the terminal usable: no alternate screen, no raw mode; the panic is
+# in the log file.
+PANIC="$SESSION-panic"
+tmux new-session -d -s "$PANIC" -x 120 -y 36 "bash --norc --noprofile"
+tmux send-keys -t "$PANIC" "STRATA_SMOKE_PANIC=1 $STRATA --url $URL --log-file $TMP/panic.log; \
+echo exit=\$?; stty -a | tr ' ;' '\n\n' | grep -Ex -- '-?(icanon|echo)' | tr '\n' ' '; echo" Enter
+after=""
+for _ in $(seq 1 50); do
+    after=$(tmux capture-pane -p -t "$PANIC")
+    if grep -q "exit=101" <<<"$after" && grep -Eq "icanon" <<<"$after"; then
+        break
+    fi
+    sleep 0.2
+done
+if ! grep -q "exit=101" <<<"$after"; then
+    echo "FAIL: strata did not exit with a panic (101):" >&2
+    echo "$after" >&2
+    exit 1
+fi
+if [ "$(tmux display -p -t "$PANIC" '#{alternate_on}')" != "0" ]; then
+    echo "FAIL: the alternate screen is still on after the panic" >&2
+    exit 1
+fi
+if ! grep -Eq '(^| )icanon echo( |$)' <<<"$after"; then
+    echo "FAIL: the terminal is still in raw mode after the panic:" >&2
+    echo "$after" >&2
+    exit 1
+fi
+if ! grep -q "STRATA_SMOKE_PANIC is set" "$TMP/panic.log"; then
+    echo "FAIL: the panic is not in the log file" >&2
+    cat "$TMP/panic.log" >&2 || true
+    exit 1
+fi
+echo "ok: after a panic the terminal is restored and the panic is logged"
 echo "tui smoke: all good"

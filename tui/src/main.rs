@@ -34,6 +34,14 @@ fn main() -> anyhow::Result<()> {
 
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let mut terminal = ratatui::try_init().context("setting up the terminal")?;
+    // Fault injection for scripts/tui-smoke.sh, in debug builds only: a panic
+    // with the terminal in raw mode on the alternate screen, to check that
+    // both are undone and the panic is logged.
+    #[cfg(debug_assertions)]
+    if std::env::var_os("STRATA_SMOKE_PANIC").is_some() {
+        let _ = terminal.draw(|frame| frame.render_widget("about to panic", frame.area()));
+        panic!("STRATA_SMOKE_PANIC is set");
+    }
     let result = runtime.block_on(strata_tui::run_app(&mut terminal, &cli, EventStream::new()));
     ratatui::restore();
     runtime.shutdown_timeout(std::time::Duration::from_millis(200));
