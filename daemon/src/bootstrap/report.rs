@@ -167,12 +167,45 @@ fn render_usage(out: &mut String, usage: &UsageReport) {
     }
     let _ = writeln!(out, "Pruning candidates (zero running instances):");
     for c in &usage.candidates {
-        let last = c.last_seen.map_or_else(|| "never".to_owned(), |t| t.to_string());
+        let last = c
+            .last_seen
+            .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+            .unwrap_or_else(|| "never".to_owned());
         let state = match (c.retired, c.tags.is_empty()) {
             (true, true) => "retired, untagged: --prune removes it".to_owned(),
             (_, false) => format!("tagged [{}]: kept", c.tags.join(", ")),
             (false, true) => "not retired per the export: kept".to_owned(),
         };
         let _ = writeln!(out, "  {}@{} {} last seen {last}; {state}", c.strategy, short(&c.hash), c.tag);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bootstrap::usage::UsageCandidate;
+
+    #[test]
+    fn last_seen_is_printed_in_rfc_3339_like_every_other_time() {
+        let candidate = |last_seen| UsageCandidate {
+            strategy: "grid".into(),
+            hash: RevisionHash::of(b"grid"),
+            tag: "v1".into(),
+            tags: vec![],
+            first_seen: None,
+            last_seen,
+            retired: true,
+            prunable: true,
+        };
+        let usage = UsageReport {
+            source: "export.json".into(),
+            revisions_in_export: 2,
+            not_in_export: 0,
+            candidates: vec![candidate(Some(time::macros::datetime!(2026-12-06 13:33:41.5 UTC))), candidate(None)],
+        };
+        let mut out = String::new();
+        render_usage(&mut out, &usage);
+        assert!(out.contains("last seen 2026-12-06T13:33:41.5Z;"), "{out}");
+        assert!(out.contains("last seen never;"), "{out}");
     }
 }
