@@ -214,9 +214,17 @@ pub async fn boot(config: Config, listener: TcpListener) -> Result<Running, Boot
     background.push(tokio::spawn({
         // SPEC §2.1: lastSeen moves at least every 30 s while a revision runs.
         let (usage, instances) = (usage.clone(), instances.clone());
-        let period = std::time::Duration::from_secs(config.usage.seen_every_secs.max(1));
+        let period = std::time::Duration::from_secs(config.usage.seen_every_secs);
+        if period > std::time::Duration::from_secs(30) {
+            tracing::warn!(
+                ?period,
+                "[usage] seen_every_secs is above 30: lastSeen of running revisions lags more than SPEC §2.1 allows"
+            );
+        }
         async move {
             let mut every = tokio::time::interval(period);
+            // A pass delayed by a slow flush is not followed by catch-up passes.
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 every.tick().await;
                 let now = time::OffsetDateTime::now_utc();

@@ -158,6 +158,11 @@ impl Metrics {
             &["reason"],
         )
         .expect("valid metric");
+        // Every reason exported from the start (at 0), so rates and alerts
+        // on one have a series before its first disconnect.
+        for reason in crate::stream::ws::Ended::ALL {
+            ws_disconnects.with_label_values(&[reason.reason()]);
+        }
         for collector in [
             Box::new(refresh_results.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(ws_delivery_lag.clone()),
@@ -221,5 +226,19 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_disconnect_reason_is_exported_before_its_first_disconnect() {
+        let text = Metrics::new().render();
+        for reason in ["client_gone", "send_timeout", "idle", "shutdown"] {
+            let series = format!("strata_ws_disconnects_total{{reason=\"{reason}\"}} 0");
+            assert!(text.lines().any(|line| line == series), "{series} missing:\n{text}");
+        }
     }
 }

@@ -332,8 +332,10 @@ impl UsageMirror {
         if delta.kind == DeltaKind::RevisionsSeen {
             // A heartbeat, not a change an operator needs pointed out: no
             // revision is reported as touched.
-            for entry in self.revisions.values_mut().filter(|entry| entry.count > 0) {
-                entry.last_seen = delta.last_seen;
+            if let Some(seen) = delta.last_seen {
+                for entry in self.revisions.values_mut().filter(|entry| entry.count > 0) {
+                    entry.last_seen = entry.last_seen.max(Some(seen));
+                }
             }
             return Vec::new();
         }
@@ -449,6 +451,7 @@ mod tests {
         let other = Filter { strategies: vec!["noop".into()], hashes: vec![] };
         assert!(!other.keeps(&delta));
         assert!(other.keeps(&Delta::new(2, ts(), DeltaKind::RefreshCompleted, None, None)));
+        assert!(other.keeps(&Delta::new(3, ts(), DeltaKind::RevisionsSeen, None, None)), "every subscription");
     }
 
     #[test]

@@ -69,15 +69,13 @@ async fn run(base: String, token: Option<String>, events: mpsc::UnboundedSender<
         if events.send(Event::Connection(ConnState::Connecting { attempt: attempt + 1 })).is_err() {
             return;
         }
-        let error = match session(&base, token.as_deref(), &mut last_seq, &events, silence).await {
-            Ok(got_messages) => {
-                if got_messages {
-                    attempt = 0;
-                }
-                "connection closed".to_owned()
-            }
-            Err(e) => e,
-        };
+        let Session { got_messages, error } = session(&base, token.as_deref(), &mut last_seq, &events, silence).await;
+        // A connection that delivered something was healthy, however it
+        // ended: the next one starts the backoff afresh.
+        if got_messages {
+            attempt = 0;
+        }
+        let error = error.unwrap_or_else(|| "connection closed".to_owned());
         if events.is_closed() {
             return;
         }
@@ -91,14 +89,36 @@ async fn run(base: String, token: Option<String>, events: mpsc::UnboundedSender<
     }
 }
 
-/// One connection. `Ok(true)` when it delivered at least one message before closing.
+/// How one connection went.
+struct Session {
+    /// It delivered at least one message.
+    got_messages: bool,
+    /// Why it ended, unless the daemon closed it.
+    error: Option<String>,
+}
+
+/// One connection, until it closes, fails or falls silent.
 async fn session(
     base: &str,
     token: Option<&str>,
     last_seq: &mut Option<u64>,
     events: &mpsc::UnboundedSender<Event>,
     silence: Duration,
-) -> Result<bool, String> {
+) -> Session {
+    let mut got = false;
+    let error = receive(base, token, last_seq, events, silence, &mut got).await.err();
+    Session { got_messages: got, error }
+}
+
+/// Connects and forwards messages; `got` turns true at the first one.
+async fn receive(
+    base: &str,
+    token: Option<&str>,
+    last_seq: &mut Option<u64>,
+    events: &mpsc::UnboundedSender<Event>,
+    silence: Duration,
+    got: &mut bool,
+) -> Result<(), String> {
     let url = ws_url(base, *last_seq);
     let mut request = url.as_str().into_client_request().map_err(|e| format!("{url}: {e}"))?;
     if let Some(token) = token {
@@ -108,7 +128,6 @@ async fn session(
     let (mut socket, _) = tokio_tungstenite::connect_async(request).await.map_err(|e| e.to_string())?;
     tracing::info!(url, "websocket connected");
     let _ = events.send(Event::Connection(ConnState::Connected));
-    let mut got = false;
     loop {
         let Ok(frame) = tokio::time::timeout(silence, socket.next()).await else {
             return Err(format!("nothing heard from the daemon for {silence:?}"));
@@ -132,12 +151,12 @@ async fn session(
             ServerMessage::Delta(d) => *last_seq = Some(last_seq.unwrap_or(0).max(d.seq)),
             _ => {}
         }
-        got = true;
+        *got = true;
         if events.send(Event::Ws(message)).is_err() {
-            return Ok(got);
+            return Ok(());
         }
     }
-    Ok(got)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -93,6 +93,9 @@ pub enum Ended {
 }
 
 impl Ended {
+    /// Every way a connection ends.
+    pub const ALL: [Ended; 4] = [Ended::ClientGone, Ended::SendTimeout, Ended::Idle, Ended::BusClosed];
+
     /// The `reason` label of `strata_ws_disconnects_total`.
     pub fn reason(self) -> &'static str {
         match self {
@@ -261,6 +264,7 @@ where
         Ok(never) => match never {},
         Err(ended) => ended,
     };
+    metrics.ws_disconnects.with_label_values(&[ended.reason()]).inc();
     if ended != Ended::SendTimeout {
         // Best effort, and bounded (`write` has the send timeout): the client
         // may be gone already.
@@ -268,7 +272,6 @@ where
             let _ = timeout(settings.send_timeout, connection.socket.shutdown()).await;
         }
     }
-    metrics.ws_disconnects.with_label_values(&[ended.reason()]).inc();
     tracing::debug!(?ended, "WebSocket subscriber left");
     ended
 }

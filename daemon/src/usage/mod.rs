@@ -377,7 +377,8 @@ impl UsageIndex {
         let Inner { entries, dirty, .. } = &mut *inner;
         let mut touched = false;
         for (key, entry) in entries.iter_mut().filter(|(_, e)| !e.running.is_empty()) {
-            entry.last_seen = Some(now);
+            // `now` was read before the lock: a start since then is later.
+            entry.last_seen = entry.last_seen.max(Some(now));
             dirty.insert(key.clone());
             touched = true;
         }

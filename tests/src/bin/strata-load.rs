@@ -575,14 +575,14 @@ async fn usage(stratad: &std::path::Path, args: UsageArgs) -> anyhow::Result<()>
 mod stream {
     //! `strata-load stream`.
 
+    use std::io::Cursor;
+    use std::net::SocketAddr;
+    use std::ops::ControlFlow;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::time::{Duration, Instant};
 
     use anyhow::{Context, bail};
-    use std::io::Cursor;
-    use std::net::SocketAddr;
-
     use bytes::{Buf, BytesMut};
     use futures_util::StreamExt;
     use serde::Deserialize;
@@ -700,10 +700,11 @@ mod stream {
         Ok(line.split_whitespace().nth(3).context("soft limit")?.parse().unwrap_or(u64::MAX))
     }
 
-    /// Bytes each subscriber asks the kernel for per read. 16 KiB holds a
-    /// whole batch of a burst (about 25 deltas) in one read: 8 KiB made
-    /// twice the `recvfrom` calls (206,432 against 99,055 in 3 s, `perf
-    /// stat -e syscalls:sys_enter_recvfrom`).
+    /// Room each subscriber keeps free in its buffer before a read (a read
+    /// fills what is free: more after a large message grew the buffer). 16
+    /// KiB holds a whole batch of a burst (about 25 deltas) in one read:
+    /// 8 KiB made twice the `recvfrom` calls (206,432 against 99,055 in 3 s,
+    /// `perf stat -e syscalls:sys_enter_recvfrom`).
     const READ_BUFFER: usize = 16 * 1024;
 
     /// Opens `GET /ws` on `addr` (see [`handshake`]).
@@ -729,6 +730,8 @@ mod stream {
             if socket.read_buf(&mut buffer).await? == 0 {
                 bail!("the daemon closed the connection during the handshake");
             }
+            // Enough for the daemon's answer. A test tool: the `Upgrade` and
+            // `Connection` headers are not checked, the accept key is.
             let mut headers = [httparse::EMPTY_HEADER; 16];
             let mut response = httparse::Response::new(&mut headers);
             if let httparse::Status::Complete(head) = response.parse(&buffer)? {
@@ -765,7 +768,7 @@ mod stream {
                 let mut cursor = Cursor::new(&buffer[..]);
                 let Some((header, length)) = FrameHeader::parse(&mut cursor)? else { break };
                 let start = cursor.position() as usize;
-                let end = start + usize::try_from(length)?;
+                let end = usize::try_from(length).ok().and_then(|n| start.checked_add(n)).context("frame length")?;
                 if buffer.len() < end {
                     break;
                 }
@@ -773,7 +776,7 @@ mod stream {
                 anyhow::ensure!(header.is_final && header.mask.is_none(), "a fragmented or masked server frame");
                 match header.opcode {
                     OpCode::Data(Data::Text) => {
-                        if seen.message(payload, now, &until)? == Read::Done {
+                        if seen.message(payload, now, &until)?.is_break() {
                             return Ok(seen);
                         }
                     }
@@ -803,16 +806,10 @@ mod stream {
         (RandomState::new().hash_one(Instant::now()) as u32).to_ne_bytes()
     }
 
-    /// Whether a reader goes on.
-    #[derive(Debug, PartialEq, Eq)]
-    enum Read {
-        More,
-        Done,
-    }
-
     impl Seen {
-        /// Counts one text message received at `now` (microseconds of the day).
-        fn message(&mut self, text: &[u8], now: u64, until: &AtomicU64) -> anyhow::Result<Read> {
+        /// Counts one text message received at `now` (microseconds of the
+        /// day); `Break` once a delta past `until` arrives.
+        fn message(&mut self, text: &[u8], now: u64, until: &AtomicU64) -> anyhow::Result<ControlFlow<()>> {
             let Some((seq, ts)) = delta_prefix(text) else {
                 let probe: Probe = serde_json::from_slice(text)?;
                 match probe.kind {
@@ -823,11 +820,11 @@ mod stream {
                     }
                     _ => {}
                 }
-                return Ok(Read::More);
+                return Ok(ControlFlow::Continue(()));
             };
             let target = until.load(Ordering::Acquire);
             if target > 0 && seq > target {
-                return Ok(Read::Done);
+                return Ok(ControlFlow::Break(()));
             }
             if seq != self.last + 1 {
                 self.gaps += seq.saturating_sub(self.last + 1);
@@ -843,7 +840,7 @@ mod stream {
                 }
             };
             self.latencies.push(latency_micros(sent, now));
-            Ok(Read::More)
+            Ok(ControlFlow::Continue(()))
         }
     }
 
@@ -853,8 +850,7 @@ mod stream {
     /// (`YYYY-MM-DDTHH:MM:SS[.fraction]Z`), or `None` for any other form (the
     /// caller then parses it fully). A full RFC 3339 parse per delta was 6% of
     /// this process's CPU, and this process shares the machine with the daemon.
-    fn micros_of_day(ts: &[u8]) -> Option<u64> {
-        let b = ts;
+    fn micros_of_day(b: &[u8]) -> Option<u64> {
         let digits = |range: std::ops::Range<usize>| -> Option<u64> {
             b.get(range)?.iter().try_fold(0u64, |n, &d| d.is_ascii_digit().then(|| n * 10 + u64::from(d - b'0')))
         };
@@ -1252,9 +1248,10 @@ mod stream {
                 pong
             });
             let reader = tokio::spawn(subscriber(addr, Arc::new(AtomicU64::new(15))));
-            let pong = server.await.unwrap();
+            let limit = Duration::from_secs(10);
+            let pong = tokio::time::timeout(limit, server).await.expect("the server finishes").unwrap();
             assert_eq!(&pong[..], b"are you there", "the reader answers a ping with its payload");
-            let seen = reader.await.unwrap().unwrap();
+            let seen = tokio::time::timeout(limit, reader).await.expect("the reader finishes").unwrap().unwrap();
             assert_eq!(
                 (seen.deltas, seen.gaps, seen.last),
                 (4, 1, 15),

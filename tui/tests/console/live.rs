@@ -85,7 +85,7 @@ async fn a_silent_connection_is_given_up_and_resumed() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let task = strata_tui::live::spawn_watching(base, None, tx, Duration::from_millis(300));
+    let task = strata_tui::live::spawn_watching(base, None, tx, Duration::from_secs(1));
 
     // The server sends a snapshot, then nothing, and keeps the socket open.
     let (mut silent, _, _) = accept(&listener).await;
@@ -101,8 +101,20 @@ async fn a_silent_connection_is_given_up_and_resumed() {
         other => panic!("expected the silent connection to be given up, got {other:?}"),
     }
     let ServerMessage::Snapshot(sent) = &snapshot else { unreachable!() };
-    let (_ws, path, _) = accept(&listener).await;
+    let (mut again, path, _) = accept(&listener).await;
     assert_eq!(path, format!("/ws?since={}", sent.seq), "a new connection resumes where the silent one stopped");
-    drop(silent);
+    // It too delivers something, then falls silent: since each connection
+    // delivered, the backoff starts afresh each time (attempt 1, 0.5 s).
+    again.send(Message::text(serde_json::to_string(&snapshot).unwrap())).await.unwrap();
+    assert!(matches!(next(&mut rx).await, Event::Connection(ConnState::Connecting { attempt: 2 })));
+    assert!(matches!(next(&mut rx).await, Event::Connection(ConnState::Connected)));
+    assert!(matches!(next(&mut rx).await, Event::Ws(m) if m == snapshot));
+    match next(&mut rx).await {
+        Event::Connection(ConnState::Disconnected { attempt: 1, retry_in, .. }) => {
+            assert_eq!(retry_in, Duration::from_millis(500))
+        }
+        other => panic!("expected a fresh backoff after a connection that delivered, got {other:?}"),
+    }
+    drop((silent, again));
     task.abort();
 }
