@@ -34,6 +34,13 @@ cleanup() {
     rm -rf "$TMP"
 }
 trap cleanup EXIT INT TERM
+# fail WHY [DETAIL...]: says why (and any detail) on stderr and stops.
+fail() {
+    echo "FAIL: $1" >&2
+    shift
+    if [ $# -gt 0 ]; then printf '%s\n' "$@" >&2; fi
+    exit 1
+}
 
 PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 URL="http://127.0.0.1:$PORT"
@@ -49,11 +56,7 @@ for _ in $(seq 1 150); do
     fi
     sleep 0.2
 done
-if [ -z "$ready" ]; then
-    echo "FAIL: stratad did not become healthy on $URL" >&2
-    cat "$TMP/stratad.log" >&2
-    exit 1
-fi
+[ -n "$ready" ] || fail "stratad did not become healthy on $URL" "$(cat "$TMP/stratad.log")"
 
 screen() { tmux capture-pane -p -t "$SESSION"; }
 keys() { tmux send-keys -t "$SESSION" "$@"; }
@@ -65,11 +68,7 @@ wait_for() {
         fi
         sleep 0.2
     done
-    echo "FAIL: '$1' not on screen:" >&2
-    screen >&2
-    echo "--- strata log" >&2
-    cat "$TMP/strata.log" >&2 || true
-    exit 1
+    fail "'$1' not on screen:" "$(screen)" "--- strata log" "$(cat "$TMP/strata.log" 2>/dev/null)"
 }
 
 tmux new-session -d -s "$SESSION" -x 120 -y 36 \
@@ -99,9 +98,7 @@ sleep 0.3
 curl -fsS -X POST "$URL/strategy/instances/momentum-prod/stop" >/dev/null
 wait_for "stopped"
 if screen | grep -Eq ' (INFO|WARN|ERROR) '; then
-    echo "FAIL: log lines on the screen:" >&2
-    screen >&2
-    exit 1
+    fail "log lines on the screen:" "$(screen)"
 fi
 
 keys q
@@ -110,16 +107,11 @@ for _ in $(seq 1 25); do
     sleep 0.2
 done
 if tmux has-session -t "$SESSION" 2>/dev/null; then
-    echo "FAIL: strata did not quit on q" >&2
-    exit 1
+    fail "strata did not quit on q"
 fi
 # Logs go to the file, never to the screen.
 for line in "strata starting" "websocket connected"; do
-    if ! grep -q "$line" "$TMP/strata.log"; then
-        echo "FAIL: '$line' not in the console's log file" >&2
-        cat "$TMP/strata.log" >&2 || true
-        exit 1
-    fi
+    grep -q "$line" "$TMP/strata.log" || fail "'$line' not in the console's log file" "$(cat "$TMP/strata.log")"
     echo "ok: log has '$line'"
 done
 # A panic (injected: STRATA_SMOKE_PANIC, honoured by debug builds only)
@@ -147,25 +139,12 @@ for _ in $(seq 1 50); do
 done
 case "$outcome" in
 exited)
-    if ! grep -q "^exit=101" <<<"$after"; then
-        echo "FAIL: strata did not exit with a panic (101):" >&2
-        echo "$after" >&2
-        exit 1
-    fi
-    if [ "$(tmux display -p -t "$PANIC" '#{alternate_on}')" != "0" ]; then
-        echo "FAIL: the alternate screen is still on after the panic" >&2
-        exit 1
-    fi
-    if ! grep -Eq '^icanon echo ?$' <<<"$after"; then
-        echo "FAIL: the terminal is still in raw mode after the panic:" >&2
-        echo "$after" >&2
-        exit 1
-    fi
-    if ! grep -q "STRATA_SMOKE_PANIC is set" "$TMP/panic.log"; then
-        echo "FAIL: the panic is not in the log file" >&2
-        cat "$TMP/panic.log" >&2 || true
-        exit 1
-    fi
+    grep -q "^exit=101" <<<"$after" || fail "strata did not exit with a panic (101):" "$after"
+    [ "$(tmux display -p -t "$PANIC" '#{alternate_on}')" = "0" ] ||
+        fail "the alternate screen is still on after the panic"
+    grep -Eq '^icanon echo ?$' <<<"$after" || fail "the terminal is still in raw mode after the panic:" "$after"
+    grep -q "STRATA_SMOKE_PANIC is set" "$TMP/panic.log" ||
+        fail "the panic is not in the log file" "$(cat "$TMP/panic.log" 2>/dev/null)"
     echo "ok: after a panic the terminal is restored and the panic is logged"
     ;;
 running)
@@ -173,9 +152,7 @@ running)
     echo "skip: $STRATA is not a debug build; the panic check needs one"
     ;;
 *)
-    echo "FAIL: strata neither panicked nor ran within 10 s:" >&2
-    echo "$after" >&2
-    exit 1
+    fail "strata neither panicked nor ran within 10 s:" "$after"
     ;;
 esac
 echo "tui smoke: all good"

@@ -69,13 +69,14 @@ async fn run(base: String, token: Option<String>, events: mpsc::UnboundedSender<
         if events.send(Event::Connection(ConnState::Connecting { attempt: attempt + 1 })).is_err() {
             return;
         }
-        let Session { got_messages, error } = session(&base, token.as_deref(), &mut last_seq, &events, silence).await;
+        let mut got_messages = false;
+        let ended = session(&base, token.as_deref(), &mut last_seq, &events, silence, &mut got_messages).await;
         // A connection that delivered something was healthy, however it
         // ended: the next one starts the backoff afresh.
         if got_messages {
             attempt = 0;
         }
-        let error = error.unwrap_or_else(|| "connection closed".to_owned());
+        let error = ended.err().unwrap_or_else(|| "connection closed".to_owned());
         if events.is_closed() {
             return;
         }
@@ -89,29 +90,9 @@ async fn run(base: String, token: Option<String>, events: mpsc::UnboundedSender<
     }
 }
 
-/// How one connection went.
-struct Session {
-    /// It delivered at least one message.
-    got_messages: bool,
-    /// Why it ended, unless the daemon closed it.
-    error: Option<String>,
-}
-
-/// One connection, until it closes, fails or falls silent.
+/// One connection, until the daemon closes it (`Ok`), it fails or it falls
+/// silent (`Err` with why). `got` turns true at the first message forwarded.
 async fn session(
-    base: &str,
-    token: Option<&str>,
-    last_seq: &mut Option<u64>,
-    events: &mpsc::UnboundedSender<Event>,
-    silence: Duration,
-) -> Session {
-    let mut got = false;
-    let error = receive(base, token, last_seq, events, silence, &mut got).await.err();
-    Session { got_messages: got, error }
-}
-
-/// Connects and forwards messages; `got` turns true at the first one.
-async fn receive(
     base: &str,
     token: Option<&str>,
     last_seq: &mut Option<u64>,

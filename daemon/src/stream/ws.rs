@@ -432,11 +432,8 @@ async fn write_all<W: AsyncWrite + Unpin>(socket: &mut W, limit: Duration, frame
         let mut slices: Vec<IoSlice<'_>> = frames.iter().map(|frame| IoSlice::new(frame)).collect();
         let mut rest = &mut slices[..];
         while !rest.is_empty() {
-            let n = if socket.is_write_vectored() {
-                socket.write_vectored(rest).await?
-            } else {
-                socket.write(&rest[0]).await?
-            };
+            // A writer without vectored writes takes the first slice.
+            let n = socket.write_vectored(rest).await?;
             if n == 0 {
                 return Err(std::io::ErrorKind::WriteZero.into());
             }

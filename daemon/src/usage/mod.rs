@@ -372,22 +372,28 @@ impl UsageIndex {
 
     /// Marks every running revision as seen at `now` (called periodically)
     /// and, if there was one, tells subscribers with one `revisionsSeen`.
+    /// Visits only the revisions with pinned instances of the strategies
+    /// that run some, not every revision.
     pub fn touch_running(&self, now: OffsetDateTime) {
         let mut inner = self.inner.lock();
-        let Inner { entries, dirty, .. } = &mut *inner;
-        let mut touched = false;
-        for (key, entry) in entries.iter_mut().filter(|(_, e)| !e.running.is_empty()) {
-            // `now` was read before the lock: a start since then is later.
-            entry.last_seen = entry.last_seen.max(Some(now));
-            dirty.insert(key.clone());
-            touched = true;
+        let Inner { entries, dirty, running_strategies, pinned_hashes, .. } = &mut *inner;
+        if running_strategies.is_empty() {
+            return;
         }
-        if touched {
-            // Under the lock, like every delta, so it takes its place in `seq` order.
-            let mut delta = Delta::new(0, now, DeltaKind::RevisionsSeen, None, None);
-            delta.last_seen = Some(now);
-            self.bus.publish(delta);
+        for strategy in running_strategies.keys() {
+            for hash in pinned_hashes.get(strategy).into_iter().flat_map(BTreeMap::keys) {
+                let key = (strategy.clone(), *hash);
+                if let Some(entry) = entries.get_mut(&key).filter(|e| !e.running.is_empty()) {
+                    // `now` was read before the lock: a start since then is later.
+                    entry.last_seen = entry.last_seen.max(Some(now));
+                    dirty.insert(key);
+                }
+            }
         }
+        // Under the lock, like every delta, so it takes its place in `seq` order.
+        let mut delta = Delta::new(0, now, DeltaKind::RevisionsSeen, None, None);
+        delta.last_seen = Some(now);
+        self.bus.publish(delta);
     }
 
     /// Takes what changed since the last call, for the store.

@@ -707,17 +707,12 @@ mod stream {
     /// `perf stat -e syscalls:sys_enter_recvfrom`).
     const READ_BUFFER: usize = 16 * 1024;
 
-    /// Opens `GET /ws` on `addr` (see [`handshake`]).
+    /// Opens `GET /ws` on `addr` as a WebSocket and returns the socket with
+    /// the bytes already read past the `101` (the first frames may come with
+    /// it). The request key comes from tungstenite, the response is parsed
+    /// by httparse and its accept key checked against tungstenite's.
     async fn upgrade(addr: SocketAddr) -> anyhow::Result<(TcpStream, BytesMut)> {
-        handshake(TcpStream::connect(addr).await?, addr).await
-    }
-
-    /// Upgrades `socket`, connected to `addr`, to a WebSocket on `/ws` and
-    /// returns it with the bytes already read past the `101` (the first
-    /// frames may come with it). The request key comes from tungstenite, the
-    /// response is parsed by httparse and its accept key checked against
-    /// tungstenite's.
-    async fn handshake(mut socket: TcpStream, addr: SocketAddr) -> anyhow::Result<(TcpStream, BytesMut)> {
+        let mut socket = TcpStream::connect(addr).await?;
         socket.set_nodelay(true)?;
         let key = generate_key();
         let request = format!(
