@@ -126,6 +126,7 @@ fn spec(source: &str, instance_id: &str, provider: &Arc<dyn Provider>) -> HostSp
         scope: vec![(Arc::clone(provider), vec![Arc::from(SYMBOL)])],
         limits,
         sleep_cap: DEFAULT_SLEEP_CAP,
+        max_orders_per_sec: strata_daemon::runtime::orders::DEFAULT_MAX_ORDERS_PER_SEC,
     }
 }
 

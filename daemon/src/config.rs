@@ -54,11 +54,19 @@ pub struct RuntimeConfig {
     pub queue_capacity: usize,
     /// Longest `helpers.sleep`, in milliseconds.
     pub sleep_cap_ms: u64,
+    /// Orders a second an instance may submit: over it orders are refused
+    /// (throttled), and an instance that keeps going over it is failed.
+    pub max_orders_per_sec: u32,
 }
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
-        Self { workers: None, queue_capacity: 1024, sleep_cap_ms: 5_000 }
+        Self {
+            workers: None,
+            queue_capacity: 1024,
+            sleep_cap_ms: 5_000,
+            max_orders_per_sec: crate::runtime::orders::DEFAULT_MAX_ORDERS_PER_SEC,
+        }
     }
 }
 
@@ -239,6 +247,9 @@ impl Config {
         }
         if self.usage.seen_every_secs == 0 {
             return Err("[usage] seen_every_secs must be at least 1".into());
+        }
+        if self.runtime.max_orders_per_sec == 0 {
+            return Err("[runtime] max_orders_per_sec must be at least 1".into());
         }
         Ok(())
     }

@@ -200,6 +200,7 @@ pub async fn boot(config: Config, listener: TcpListener) -> Result<Running, Boot
         InstanceOptions {
             js_limits: config.js_limits(),
             sleep_cap: std::time::Duration::from_millis(config.runtime.sleep_cap_ms),
+            max_orders_per_sec: config.runtime.max_orders_per_sec,
             queue_capacity: config.runtime.queue_capacity,
             workers: config
                 .runtime

@@ -68,6 +68,8 @@ pub struct InstanceOptions {
     pub js_limits: JsLimits,
     /// Longest `helpers.sleep`.
     pub sleep_cap: std::time::Duration,
+    /// Orders a second each instance may submit (`[runtime] max_orders_per_sec`).
+    pub max_orders_per_sec: u32,
     /// Events queued per instance before the oldest market events are dropped.
     pub queue_capacity: usize,
     /// Worker threads running JavaScript.
@@ -394,6 +396,7 @@ impl Instances {
             scope,
             limits: self.options.js_limits.clone(),
             sleep_cap: self.options.sleep_cap,
+            max_orders_per_sec: self.options.max_orders_per_sec,
         };
         JsInstance::start(spec, &source, shared, Arc::new(PoolSleepHook::new(&self.pool))).map_err(|e| e.to_string())
     }

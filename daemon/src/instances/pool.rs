@@ -81,6 +81,13 @@ pub struct Cell {
     kinds: Vec<EventKind>,
     capacity: usize,
     queue: Mutex<VecDeque<Arc<MarketEvent>>>,
+    /// Private events (order reports, balances) in `queue`; changed only
+    /// with `queue` locked.
+    private: AtomicUsize,
+    /// Set when a private event found `capacity` others pending: the
+    /// instance floods orders faster than it handles their reports, and the
+    /// next run fails it.
+    overflowed: AtomicBool,
     scheduled: AtomicBool,
     js: Mutex<Option<JsInstance>>,
     on_fatal: FatalHandler,
@@ -110,6 +117,8 @@ impl Cell {
             kinds,
             capacity: capacity.max(1),
             queue: Mutex::new(VecDeque::new()),
+            private: AtomicUsize::new(0),
+            overflowed: AtomicBool::new(false),
             scheduled: AtomicBool::new(false),
             js: Mutex::new(Some(js)),
             on_fatal,
@@ -122,11 +131,20 @@ impl Cell {
     }
 
     /// Queues an event. A full queue loses its oldest market event (never
-    /// an ExecReport or balance update), counted in `eventsDropped`.
+    /// an ExecReport or balance update), counted in `eventsDropped`. Private
+    /// events are bounded too: one that finds `capacity` private events
+    /// pending is not queued, and the instance is failed at its next run.
     /// Returns true when the caller must schedule the cell.
     pub fn push(&self, event: Arc<MarketEvent>) -> bool {
         {
             let mut queue = self.queue.lock();
+            if event.is_private() {
+                if self.private.load(Ordering::Relaxed) >= self.capacity {
+                    self.overflowed.store(true, Ordering::Release);
+                    return !self.scheduled.swap(true, Ordering::AcqRel);
+                }
+                self.private.fetch_add(1, Ordering::Relaxed);
+            }
             if queue.len() >= self.capacity {
                 let victim = if event.is_private() {
                     queue.iter().position(|e| !e.is_private())
@@ -155,8 +173,25 @@ impl Cell {
     /// Takes the runtime out (to stop it), waiting for a running handler to
     /// return. Call `shared.request_stop()` first so that it returns at once.
     pub fn take_runtime(&self) -> Option<JsInstance> {
-        self.queue.lock().clear();
+        self.clear_queue();
         self.js.lock().take()
+    }
+
+    /// Empties the queue.
+    fn clear_queue(&self) {
+        let mut queue = self.queue.lock();
+        queue.clear();
+        self.private.store(0, Ordering::Relaxed);
+    }
+
+    /// The next queued event.
+    fn pop(&self) -> Option<Arc<MarketEvent>> {
+        let mut queue = self.queue.lock();
+        let event = queue.pop_front()?;
+        if event.is_private() {
+            self.private.fetch_sub(1, Ordering::Relaxed);
+        }
+        Some(event)
     }
 
     /// Runs up to [`BATCH`] queued events. Returns true if the cell must be
@@ -164,10 +199,20 @@ impl Cell {
     fn run(&self) -> bool {
         {
             let mut js = self.js.lock();
+            if self.overflowed.load(Ordering::Acquire) && js.take().is_some() {
+                (self.on_fatal)(
+                    self,
+                    format!(
+                        "more than {} order reports pending: the instance submits orders faster than it handles \
+                         their reports",
+                        self.capacity
+                    ),
+                );
+            }
             let started = std::time::Instant::now();
             for _ in 0..BATCH {
                 let Some(runtime) = js.as_mut() else { break };
-                let Some(event) = self.queue.lock().pop_front() else { break };
+                let Some(event) = self.pop() else { break };
                 clock_set(now_ms());
                 let dispatched = runtime.dispatch(&event);
                 clock_set(0);
@@ -185,7 +230,7 @@ impl Cell {
                 }
             }
             if js.is_none() {
-                self.queue.lock().clear();
+                self.clear_queue();
             }
         }
         self.scheduled.store(false, Ordering::Release);
@@ -201,7 +246,7 @@ impl Cell {
         if let Some(js) = self.js.try_lock().and_then(|mut js| js.take()) {
             std::mem::forget(js);
         }
-        self.queue.lock().clear();
+        self.clear_queue();
         self.scheduled.store(false, Ordering::Release);
         (self.on_fatal)(self, format!("internal error while handling an event: {message}"));
     }

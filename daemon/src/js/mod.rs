@@ -166,6 +166,15 @@ impl CpuBudget {
         self.inner.deadline.store(deadline.saturating_add(1), Ordering::SeqCst);
     }
 
+    /// Arms the budget ([`CpuBudget::arm`]) until the returned guard is
+    /// dropped. Hold it over everything that may run module code, including
+    /// the formatting of an error the code threw: getters and `toString`
+    /// run then too.
+    pub fn armed(&self) -> Armed<'_> {
+        self.arm();
+        Armed { budget: self }
+    }
+
     /// Removes the deadline; [`CpuBudget::fired`] keeps its value.
     pub fn disarm(&self) {
         self.inner.deadline.store(0, Ordering::SeqCst);
@@ -228,6 +237,19 @@ impl CpuBudget {
     }
 }
 
+/// Keeps a [`CpuBudget`] armed while it lives (from [`CpuBudget::armed`]).
+#[must_use = "the budget is disarmed when the guard is dropped"]
+#[derive(Debug)]
+pub struct Armed<'a> {
+    budget: &'a CpuBudget,
+}
+
+impl Drop for Armed<'_> {
+    fn drop(&mut self) {
+        self.budget.disarm();
+    }
+}
+
 fn nanos(duration: Duration) -> u64 {
     u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
@@ -276,16 +298,16 @@ pub fn evaluate_module<'js>(
     budget: &CpuBudget,
     console: impl Fn(LogLevel, String) + 'static,
 ) -> Result<Object<'js>, Diagnostic> {
+    // Armed until the end: reading `module.exports` and formatting what the
+    // evaluation threw may run module code too.
+    let _armed = budget.armed();
     let module = install_globals(ctx, Rc::new(console)).map_err(|err| error_diagnostic(ctx, err, budget, source))?;
 
     let mut options = EvalOptions::default();
     options.global = true;
     options.strict = true;
     options.filename = Some(MODULE_FILE_NAME.to_owned());
-    budget.arm();
-    let evaluated = ctx.eval_with_options::<(), _>(source, options);
-    budget.disarm();
-    evaluated.map_err(|err| error_diagnostic(ctx, err, budget, source))?;
+    ctx.eval_with_options::<(), _>(source, options).map_err(|err| error_diagnostic(ctx, err, budget, source))?;
 
     let exports: Value<'js> = module.get("exports").map_err(|err| error_diagnostic(ctx, err, budget, source))?;
     match exports.into_object() {
@@ -374,11 +396,30 @@ pub fn error_diagnostic<'js>(ctx: &Ctx<'js>, error: rquickjs::Error, budget: &Cp
         Caught::Fatal(diagnostic) => diagnostic,
         Caught::Thrown(thrown) => {
             let mut diagnostic = describe_exception(ctx, thrown);
+            // Formatting ran the thrown value's getters: they may have hit a
+            // limit themselves.
+            if let Some(fatal) = fatal_after_formatting(ctx, budget) {
+                return fatal;
+            }
             if let (Some(line), Some(column)) = (diagnostic.line, diagnostic.column) {
                 diagnostic.column = Some(char_column(source, line, column));
             }
             diagnostic
         }
+    }
+}
+
+/// The fatal diagnostic when a limit was hit while a thrown value was being
+/// formatted (its `message` getter looped, say), with the exception that
+/// left behind cleared.
+fn fatal_after_formatting(ctx: &Ctx<'_>, budget: &CpuBudget) -> Option<Diagnostic> {
+    if !budget.fired() && !budget.is_cancelled() {
+        return None;
+    }
+    let _ = ctx.catch();
+    match catch_error(ctx, rquickjs::Error::Unknown, budget) {
+        Caught::Fatal(diagnostic) => Some(diagnostic),
+        Caught::Thrown(_) => None,
     }
 }
 
@@ -559,15 +600,16 @@ fn read_export<'js, T>(
     path: &str,
     read: impl FnOnce() -> rquickjs::Result<T>,
 ) -> Result<Result<T, Diagnostic>, Vec<Diagnostic>> {
-    budget.arm();
-    let result = read();
-    budget.disarm();
-    match result {
+    let _armed = budget.armed();
+    match read() {
         Ok(value) => Ok(Ok(value)),
         Err(err) => match catch_error(ctx, err, budget) {
             Caught::Fatal(diagnostic) => Err(vec![diagnostic]),
             Caught::Thrown(thrown) => {
                 let message = describe_exception(ctx, thrown).message;
+                if let Some(fatal) = fatal_after_formatting(ctx, budget) {
+                    return Err(vec![fatal]);
+                }
                 Ok(Err(Diagnostic::validation(path, format!("{path} could not be read: {message}"))))
             }
         },

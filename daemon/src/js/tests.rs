@@ -487,3 +487,90 @@ fn stack_frames_are_parsed() {
     assert_eq!(frame, Some(Frame { line: 2, column: 11, is_parse_error: false }));
     assert_eq!(first_module_frame("    at <input>:1:1\n"), None);
 }
+
+/// Runs `setup` (not timed) then `spin` in a fresh runtime, cancels the
+/// budget from another thread after `after`, and returns how long `spin`
+/// went on past the cancellation.
+fn overrun_after_cancel(setup: &str, spin: &str, after: Duration) -> Duration {
+    let limits = JsLimits { cpu_budget: Duration::from_secs(600), ..JsLimits::default() };
+    let (_runtime, context, budget) = new_runtime(&limits).unwrap();
+    context.with(|ctx| {
+        let _armed = budget.armed();
+        ctx.eval::<(), _>(setup).unwrap();
+        let canceller = {
+            let budget = budget.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(after);
+                budget.cancel();
+                Instant::now()
+            })
+        };
+        let err = ctx.eval::<(), _>(spin).unwrap_err();
+        let ended = Instant::now();
+        let cancelled_at = canceller.join().unwrap();
+        let diagnostic = error_diagnostic(&ctx, err, &budget, "");
+        assert!(diagnostic.message.contains("cancelled"), "{spin}: {diagnostic:?}");
+        ended.saturating_duration_since(cancelled_at)
+    })
+}
+
+/// The bundled engine is patched (vendor/patches/quickjs-interrupt-polls.patch)
+/// so that the native loops of generic array built-ins and of sorts poll the
+/// interrupt handler: each of these would otherwise run for minutes (or,
+/// over 2^53-1 indexes, for ever) without returning to JS.
+#[test]
+fn native_loops_of_built_ins_are_interruptible() {
+    let huge = "var o = { length: 2 ** 53 - 1 };";
+    let cases = [
+        ("", "Array.prototype.reverse.call({ length: 2 ** 53 - 1 })"),
+        (huge, "Array.prototype.copyWithin.call(o, 0, 1)"),
+        (huge, "Array.prototype.lastIndexOf.call(o, 1)"),
+        (huge, "Array.prototype.includes.call(o, 1)"),
+        (huge, "Array.prototype.indexOf.call(o, 1)"),
+        ("var o = { length: 2 ** 32 - 1 };", "Array.prototype.join.call(o, '')"),
+        (
+            "var a = []; for (let i = 0; i < 1e6; i++) a.push((i * 7919) % 1e6);",
+            "for (;;) { a.sort(); a.reverse(); }",
+        ),
+        (
+            "var t = new Float64Array(2e6); for (let i = 0; i < t.length; i++) t[i] = (i * 7919) % 2e6;",
+            "for (;;) { t.sort(); t.reverse(); }",
+        ),
+    ];
+    for (setup, spin) in cases {
+        let overrun = overrun_after_cancel(setup, spin, Duration::from_millis(200));
+        assert!(overrun < Duration::from_millis(500), "{spin} ran {overrun:?} past its cancellation");
+    }
+}
+
+/// One sort of a large array in native code is interrupted part way (a
+/// sort takes seconds; the cancellation comes 100 ms in).
+#[test]
+fn a_single_long_native_sort_is_interrupted_part_way() {
+    let setup = "var a = []; for (let i = 0; i < 2e6; i++) a.push((i * 7919) % 2e6);";
+    let overrun = overrun_after_cancel(setup, "a.sort()", Duration::from_millis(100));
+    assert!(overrun < Duration::from_millis(300), "the sort ran {overrun:?} past its cancellation");
+}
+
+/// Getters run while an error is formatted count against the budget of the
+/// call that threw, at upload (module evaluation) as anywhere else.
+#[test]
+fn getters_run_while_formatting_an_error_are_bounded() {
+    let limits = JsLimits { cpu_budget: Duration::from_millis(100), ..JsLimits::default() };
+    for source in [
+        "throw { get message() { for (;;) {} } };",
+        "const e = new Error('x'); Object.defineProperty(e, 'name', { get() { for (;;) {} } }); throw e;",
+        "throw { toJSON() { for (;;) {} } };",
+        "Object.defineProperty(module, 'exports', { get() { for (;;) {} } });",
+        "module.exports = { metadata: { toJSON() { for (;;) {} } }, create() {} };",
+        "module.exports = { metadata: {}, get create() { for (;;) {} } };",
+    ] {
+        let started = Instant::now();
+        let diagnostics = inspect_module(source.as_bytes(), &limits).unwrap_err();
+        assert!(started.elapsed() < Duration::from_millis(1100), "{source}: {:?}", started.elapsed());
+        assert!(
+            diagnostics.iter().any(|d| d.message.contains("CPU budget")),
+            "{source}: {diagnostics:?}"
+        );
+    }
+}

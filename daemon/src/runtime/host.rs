@@ -31,6 +31,7 @@ use strata_shared::RevisionHash;
 use strata_shared::metadata::{DRY_RUN_FIELD, Diagnostic, EventKind, ModuleMetadata, parse_duration};
 
 use super::logs::{Counters, LogRing};
+use super::orders::{Admission, OrderRate};
 use crate::js::{self, CpuBudget, JsLimits, LogLevel};
 use crate::venue::{MarketEvent, OrderRequest, OrderState, OrderType, Payload, Provider, Side};
 
@@ -63,6 +64,9 @@ pub struct HostSpec {
     pub limits: JsLimits,
     /// Longest a single `helpers.sleep` may wait ([`DEFAULT_SLEEP_CAP`]).
     pub sleep_cap: Duration,
+    /// Orders a second before orders are throttled, then the instance
+    /// failed ([`super::orders`]).
+    pub max_orders_per_sec: u32,
 }
 
 /// State of one instance shared between its [`JsInstance`] and the instance
@@ -201,6 +205,10 @@ pub enum HostError {
     /// The runtime hit its memory limit; the instance is dead.
     #[error("{0}")]
     Memory(String),
+    /// The strategy kept submitting orders over `max_orders_per_sec`; the
+    /// instance is dead.
+    #[error("{0}")]
+    OrderRate(String),
     /// A stop was requested ([`HostShared::request_stop`]).
     #[error("the instance is stopping")]
     Stopped,
@@ -256,6 +264,11 @@ struct HostState {
     /// The "current symbol": scope index of its provider (if in scope) and
     /// the symbol.
     current: Mutex<Option<(Option<usize>, Arc<str>)>>,
+    /// The order-rate cap.
+    orders: Mutex<OrderRate>,
+    /// Set (with the number of orders refused) once the cap saw an order
+    /// storm: the instance dies.
+    storm: Mutex<Option<u32>>,
 }
 
 /// Handlers a strategy may define, in slot order.
@@ -467,6 +480,8 @@ enum Fault {
     Stopped,
     CpuBudget,
     Memory(Diagnostic),
+    /// The order-rate cap saw a storm (orders refused).
+    OrderStorm(u32),
     Thrown(Diagnostic),
 }
 
@@ -514,6 +529,8 @@ impl JsInstance {
             sleep_hook,
             budget: budget.clone(),
             current: Mutex::new(current),
+            orders: Mutex::new(OrderRate::new(spec.max_orders_per_sec, Instant::now())),
+            storm: Mutex::new(None),
         });
 
         let mut subscribed = 0u16;
@@ -579,16 +596,17 @@ impl JsInstance {
             fault => self.fatal(fault, "create(env)"),
         };
 
+        // Armed from here on: reading `create` may run a getter, and
+        // formatting what `create` threw runs the error's getters.
+        let _armed = self.budget.armed();
         let create: Value<'js> = exports.get("create").map_err(|err| guarded("reading create threw", err))?;
         let Some(create) = create.into_function() else {
             return Err(HostError::Start("module.exports.create is not a function".into()));
         };
         let env = build_env(ctx, &state, spec).map_err(|err| guarded("building env failed", err))?;
 
-        self.budget.arm();
         let created = create.call::<_, Value<'js>>((This(exports), env));
         let set_up = created.and_then(|handler| read_handler_object(ctx, &self.state, spec, handler));
-        self.budget.disarm();
         match set_up {
             Ok(Ok(setup)) => Ok(setup),
             Ok(Err(message)) => Err(HostError::Start(message)),
@@ -857,7 +875,9 @@ impl JsInstance {
     }
 
     fn fault_of(&self, diagnostic: Diagnostic) -> Fault {
-        if self.state.shared.is_stopping() || self.budget.is_cancelled() {
+        if let Some(refused) = *self.state.storm.lock() {
+            Fault::OrderStorm(refused)
+        } else if self.state.shared.is_stopping() || self.budget.is_cancelled() {
             Fault::Stopped
         } else if self.budget.fired() {
             Fault::CpuBudget
@@ -874,6 +894,7 @@ impl JsInstance {
             match fault {
                 Fault::CpuBudget => metrics.interrupts.with_label_values(&["cpu"]).inc(),
                 Fault::Memory(_) => metrics.interrupts.with_label_values(&["memory"]).inc(),
+                Fault::OrderStorm(_) => metrics.interrupts.with_label_values(&["orders"]).inc(),
                 Fault::Stopped | Fault::Thrown(_) => {}
             }
         }
@@ -889,6 +910,11 @@ impl JsInstance {
                 }
                 None => format!("{what} hit the memory limit of {}", format_bytes(self.memory_limit)),
             }),
+            Fault::OrderStorm(refused) => HostError::OrderRate(format!(
+                "{what} kept submitting orders over the cap of {} a second (max_orders_per_sec): \
+                 {refused} refused, order storm",
+                self.state.orders.lock().rate()
+            )),
             Fault::Thrown(diagnostic) => HostError::Start(format!("{what} failed{}", describe(&diagnostic))),
         }
     }
@@ -1361,6 +1387,7 @@ impl HostState {
         if self.shared.is_stopping() {
             return Err(Exception::throw_message(ctx, "cannot submit orders: the instance is stopping"));
         }
+        self.admit_order(ctx)?;
         let symbol = {
             let current = self.current.lock();
             match current.as_ref() {
@@ -1404,6 +1431,25 @@ impl HostState {
             format!("order {client_order_id}: {side_name} {quantity} {symbol} @ {at} sent to {}", provider.name()),
         );
         Ok(client_order_id)
+    }
+
+    /// Applies the order-rate cap: an order over it throws (catchable); an
+    /// order storm stops all JS of the instance (uncatchable) and marks it
+    /// so the call's fault is [`Fault::OrderStorm`].
+    fn admit_order<'js>(&self, ctx: &Ctx<'js>) -> rquickjs::Result<()> {
+        let mut orders = self.orders.lock();
+        match orders.admit(Instant::now()) {
+            Admission::Sent => Ok(()),
+            Admission::Throttled => Err(Exception::throw_message(
+                ctx,
+                &format!("order refused: over the cap of {} orders a second (max_orders_per_sec)", orders.rate()),
+            )),
+            Admission::Storm(refused) => {
+                *self.storm.lock() = Some(refused);
+                self.budget.cancel();
+                Err(Exception::throw_internal(ctx, "order storm: the instance is being stopped"))
+            }
+        }
     }
 
     /// The scoped provider an order names, with its scoped symbols.
@@ -1603,6 +1649,7 @@ mod tests {
             scope: providers.iter().map(|p| (Arc::clone(p) as Arc<dyn Provider>, p.symbols.clone())).collect(),
             limits,
             sleep_cap: DEFAULT_SLEEP_CAP,
+            max_orders_per_sec: crate::runtime::orders::DEFAULT_MAX_ORDERS_PER_SEC,
         }
     }
 
