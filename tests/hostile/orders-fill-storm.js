@@ -1,4 +1,4 @@
-// hostile: every fill submits two more orders (dry_run false): reports multiply
+// hostile: every trade and every fill submit two more orders (dry_run false), refusals caught
 // expect: fails-running order storm|order reports pending
 // config: {"dry_run": false}
 'use strict';
@@ -6,15 +6,14 @@ const metadata = { name: 'orders-fill-storm', displayName: 'orders-fill-storm', 
 module.exports = {
   metadata,
   create(env) {
-    let started = false;
+    const two = () => {
+      for (const side of ['buy', 'sell']) {
+        try { env.runtime.submitMarketOrder('sim', side, 0.001); } catch (e) {}
+      }
+    };
     return {
-      onTrade() {
-        if (!started) { started = true; env.runtime.submitMarketOrder('sim', 'buy', 0.001); }
-      },
-      onOrderFilled() {
-        env.runtime.submitMarketOrder('sim', 'buy', 0.001);
-        env.runtime.submitMarketOrder('sim', 'sell', 0.001);
-      },
+      onTrade: two,
+      onOrderFilled: two,
     };
   },
 };

@@ -146,8 +146,9 @@ module.exports = {
 };
 "#;
 
-/// Runs one case; returns how long it took.
-async fn run_case(d: &TestDaemon, case: &Case) {
+/// Runs one case; returns what ended it (the upload's first diagnostic or
+/// the instance's `lastError`).
+async fn run_case(d: &TestDaemon, case: &Case) -> String {
     let started = Instant::now();
     let (status, body) = d.post("/strategies/modules", json!({"source": case.source, "tag": "v1"})).await;
     let answered = started.elapsed();
@@ -155,7 +156,7 @@ async fn run_case(d: &TestDaemon, case: &Case) {
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{}: {body}", case.name);
         assert!(answered <= CPU_BUDGET + GRACE, "{}: upload answered after {answered:?}", case.name);
         case.assert_names_a_limit(&body.to_string());
-        return;
+        return body["diagnostics"][0]["message"].as_str().unwrap_or_default().to_owned();
     }
     assert!(status.is_success(), "{}: upload refused: {status} {body}", case.name);
 
@@ -168,7 +169,7 @@ async fn run_case(d: &TestDaemon, case: &Case) {
     let started = Instant::now();
     let (status, view) = d.post("/strategy/instances", request).await;
     let answered = started.elapsed();
-    match case.outcome {
+    let outcome = match case.outcome {
         Outcome::UploadRefused => unreachable!(),
         Outcome::StartFailed => {
             assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{}: {view}", case.name);
@@ -176,14 +177,12 @@ async fn run_case(d: &TestDaemon, case: &Case) {
             let view = state_of(d, &case.name).await;
             assert_eq!(view["state"], "failed", "{}: {view}", case.name);
             case.assert_names_a_limit(view["lastError"].as_str().unwrap_or_default());
+            view["lastError"].as_str().unwrap_or_default().to_owned()
         }
         Outcome::FailsRunning => {
             assert_eq!(status, StatusCode::CREATED, "{}: {view}", case.name);
-            let within = if case.name.starts_with("orders-") {
-                ORDER_STORM_WITHIN
-            } else {
-                CPU_BUDGET + GRACE + POLL_SLACK
-            };
+            let within =
+                if case.name.starts_with("orders-") { ORDER_STORM_WITHIN } else { CPU_BUDGET + GRACE + POLL_SLACK };
             let view = loop {
                 let view = state_of(d, &case.name).await;
                 if view["state"] == "failed" {
@@ -193,6 +192,7 @@ async fn run_case(d: &TestDaemon, case: &Case) {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             };
             case.assert_names_a_limit(view["lastError"].as_str().unwrap_or_default());
+            view["lastError"].as_str().unwrap_or_default().to_owned()
         }
         Outcome::KeepsRunning => {
             assert_eq!(status, StatusCode::CREATED, "{}: {view}", case.name);
@@ -206,14 +206,19 @@ async fn run_case(d: &TestDaemon, case: &Case) {
             // the end; here, that they were recorded at all.
             let lines = logs["lines"].as_array().expect("lines");
             assert!(lines.len() > 5, "{}: {} log lines", case.name, lines.len());
+            format!(
+                "running, {} events, {} handler errors",
+                view["counters"]["eventsDelivered"], view["counters"]["handlerErrors"]
+            )
         }
-    }
+    };
 
     // Stop and delete work at once, whatever the module did.
     let started = Instant::now();
     let (status, body) = d.delete(&format!("/strategy/instances/{}", case.name)).await;
     assert!(status.is_success(), "{}: delete answered {status} {body}", case.name);
     assert!(started.elapsed() <= GRACE, "{}: delete took {:?}", case.name, started.elapsed());
+    outcome
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -241,28 +246,78 @@ async fn no_hostile_module_escapes_its_limits() {
     for case in &cases {
         let from = events_delivered(&d, "neighbour").await;
         let started = Instant::now();
-        run_case(&d, case).await;
+        let outcome = run_case(&d, case).await;
+        let took = started.elapsed();
         let busy = cores_busy(Duration::from_secs(1)).await;
         let rate = (events_delivered(&d, "neighbour").await - from) as f64 / started.elapsed().as_secs_f64();
         report.push(format!(
-            "{:<34} {:>6} ms  cores after {busy:.2}  neighbour {rate:5.1}/s",
+            "{:<32} {:>5} ms  cores after {busy:.2}  neighbour {rate:4.1}/s  RSS {:>4} MiB  {outcome}",
             case.name,
-            started.elapsed().as_millis()
+            took.as_millis(),
+            rss_bytes() >> 20
         ));
         // A thread left spinning would keep a whole core busy.
         assert!(busy < calm_cores + 0.5, "{}: {busy:.2} cores busy after the case (calm: {calm_cores:.2})", case.name);
-        assert!(
-            rate >= calm_rate * 0.7,
-            "{}: the neighbour got {rate:.1} events/s (calm: {calm_rate:.1})",
-            case.name
-        );
+        assert!(rate >= calm_rate * 0.7, "{}: the neighbour got {rate:.1} events/s (calm: {calm_rate:.1})", case.name);
         assert_eq!(state_of(&d, "neighbour").await["state"], "running", "{}: the neighbour stopped", case.name);
     }
     let rss = rss_bytes();
     let bound = base_rss + 4 * (MEMORY_CAP_MIB as u64) * 1024 * 1024;
-    println!("hostile corpus: {} cases, RSS {} MiB (base {} MiB, bound {} MiB), calm {calm_cores:.2} cores, neighbour {calm_rate:.1}/s", cases.len(), rss >> 20, base_rss >> 20, bound >> 20);
+    println!(
+        "hostile corpus: {} cases, RSS {} MiB (base {} MiB, bound {} MiB), calm {calm_cores:.2} cores, neighbour {calm_rate:.1}/s",
+        cases.len(),
+        rss >> 20,
+        base_rss >> 20,
+        bound >> 20
+    );
     for line in &report {
         println!("  {line}");
     }
     assert!(rss <= bound, "RSS {} MiB above the bound {} MiB", rss >> 20, bound >> 20);
+}
+
+/// Order reports are never dropped, so they are bounded another way: an
+/// instance with more than `queue_capacity` of them pending (it submits
+/// orders, within the rate cap, faster than it handles their reports) is
+/// failed instead of growing its queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_order_reports_are_bounded() {
+    let d = TestDaemon::start_with(|config| {
+        config.runtime.queue_capacity = 16;
+        config.providers[0].trades_per_sec = Some(TRADES_PER_SEC);
+    })
+    .await;
+    let source = r#"'use strict';
+module.exports = {
+  metadata: { name: 'slow-reader', displayName: 'slow-reader', events: ['Trade', 'ExecReport'], config: [] },
+  create(env) {
+    return {
+      onTrade() {
+        for (let i = 0; i < 20; i++) env.runtime.submitMarketOrder('sim', 'buy', 0.001);
+        env.helpers.sleep(1000);
+      },
+    };
+  },
+};
+"#;
+    d.upload(source, "v1").await;
+    let request = json!({
+        "id": "slow-reader",
+        "strategy": {"identifier": "slow-reader:v1", "config": {"dry_run": false}},
+        "scope": {"sim": {"symbols": ["BTC-USDT"]}},
+        "autoStart": true,
+    });
+    let (status, view) = d.post("/strategy/instances", request).await;
+    assert_eq!(status, StatusCode::CREATED, "{view}");
+    let started = Instant::now();
+    let view = loop {
+        let view = state_of(&d, "slow-reader").await;
+        if view["state"] == "failed" {
+            break view;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "not failed: {view}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let last_error = view["lastError"].as_str().unwrap_or_default();
+    assert!(last_error.contains("more than 16 order reports pending"), "{last_error}");
 }

@@ -528,10 +528,7 @@ fn native_loops_of_built_ins_are_interruptible() {
         (huge, "Array.prototype.includes.call(o, 1)"),
         (huge, "Array.prototype.indexOf.call(o, 1)"),
         ("var o = { length: 2 ** 32 - 1 };", "Array.prototype.join.call(o, '')"),
-        (
-            "var a = []; for (let i = 0; i < 1e6; i++) a.push((i * 7919) % 1e6);",
-            "for (;;) { a.sort(); a.reverse(); }",
-        ),
+        ("var a = []; for (let i = 0; i < 1e6; i++) a.push((i * 7919) % 1e6);", "for (;;) { a.sort(); a.reverse(); }"),
         (
             "var t = new Float64Array(2e6); for (let i = 0; i < t.length; i++) t[i] = (i * 7919) % 2e6;",
             "for (;;) { t.sort(); t.reverse(); }",
@@ -568,9 +565,6 @@ fn getters_run_while_formatting_an_error_are_bounded() {
         let started = Instant::now();
         let diagnostics = inspect_module(source.as_bytes(), &limits).unwrap_err();
         assert!(started.elapsed() < Duration::from_millis(1100), "{source}: {:?}", started.elapsed());
-        assert!(
-            diagnostics.iter().any(|d| d.message.contains("CPU budget")),
-            "{source}: {diagnostics:?}"
-        );
+        assert!(diagnostics.iter().any(|d| d.message.contains("CPU budget")), "{source}: {diagnostics:?}");
     }
 }

@@ -38,6 +38,9 @@ use crate::venue::{MarketEvent, OrderRequest, OrderState, OrderType, Payload, Pr
 /// Default cap of one `helpers.sleep` call.
 pub const DEFAULT_SLEEP_CAP: Duration = Duration::from_secs(5);
 
+/// What a strategy sees (if it catches it) once its order storm stops it.
+const STORM_MESSAGE: &str = "order storm: the instance is being stopped";
+
 /// One provider in an instance's scope and the symbols it follows there.
 pub type ScopeEntry = (Arc<dyn Provider>, Vec<Arc<str>>);
 
@@ -556,7 +559,7 @@ impl JsInstance {
             instance.wants_cross_provider = setup.wants_cross_provider;
             instance.scope_slots = setup.scope_slots;
             instance.budget.arm();
-            let jobs = instance.run_jobs(None);
+            let jobs = instance.run_jobs(None).and_then(|()| instance.storm_fault().map_or(Ok(()), Err));
             instance.budget.disarm();
             match jobs {
                 Ok(()) => Ok(()),
@@ -672,6 +675,8 @@ impl JsInstance {
             Err(fault) => Err(fault),
         };
         self.budget.disarm();
+        // A strategy that caught the storm's error returned normally.
+        let outcome = outcome.and_then(|()| self.storm_fault().map_or(Ok(()), Err));
 
         let result = match outcome {
             Ok(()) => Ok(()),
@@ -874,9 +879,14 @@ impl JsInstance {
         self.fault_of(js::error_diagnostic(ctx, error, &self.budget, &self.source))
     }
 
+    /// [`Fault::OrderStorm`] once the order-rate cap saw a storm.
+    fn storm_fault(&self) -> Option<Fault> {
+        self.state.storm.lock().map(Fault::OrderStorm)
+    }
+
     fn fault_of(&self, diagnostic: Diagnostic) -> Fault {
-        if let Some(refused) = *self.state.storm.lock() {
-            Fault::OrderStorm(refused)
+        if let Some(storm) = self.storm_fault() {
+            storm
         } else if self.state.shared.is_stopping() || self.budget.is_cancelled() {
             Fault::Stopped
         } else if self.budget.fired() {
@@ -1437,6 +1447,9 @@ impl HostState {
     /// order storm stops all JS of the instance (uncatchable) and marks it
     /// so the call's fault is [`Fault::OrderStorm`].
     fn admit_order<'js>(&self, ctx: &Ctx<'js>) -> rquickjs::Result<()> {
+        if self.storm.lock().is_some() {
+            return Err(Exception::throw_internal(ctx, STORM_MESSAGE));
+        }
         let mut orders = self.orders.lock();
         match orders.admit(Instant::now()) {
             Admission::Sent => Ok(()),
@@ -1447,7 +1460,7 @@ impl HostState {
             Admission::Storm(refused) => {
                 *self.storm.lock() = Some(refused);
                 self.budget.cancel();
-                Err(Exception::throw_internal(ctx, "order storm: the instance is being stopped"))
+                Err(Exception::throw_internal(ctx, STORM_MESSAGE))
             }
         }
     }
