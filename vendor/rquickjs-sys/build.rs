@@ -141,6 +141,10 @@ fn main() {
     ];
 
     let source_files = ["libregexp.c", "libunicode.c", "quickjs.c", "dtoa.c"];
+    // strata: rebuild when the (patched) engine sources change.
+    for file in source_files.iter().chain(header_files.iter()) {
+        println!("cargo:rerun-if-changed=quickjs/{file}");
+    }
 
     let mut defines: Vec<(String, Option<&str>)> = vec![("_GNU_SOURCE".into(), None)];
 

@@ -279,10 +279,13 @@ fn unbounded_allocation_hits_the_memory_limit() {
     assert_eq!(diagnostics[0].stage, DiagnosticStage::Execute);
     assert!(diagnostics[0].message.contains("memory"), "{diagnostics:?}");
 
-    // Default limits: 64 MiB fill up well within the CPU budget.
-    let diagnostic = single("const all = [];\nfor (let i = 0; ; i++) { all.push(new Array(100_000).fill(i)); }\n");
-    assert_eq!(diagnostic.stage, DiagnosticStage::Execute);
-    assert!(diagnostic.message.contains("memory"), "{diagnostic:?}");
+    // The default 64 MiB fill up quickly (a generous CPU budget keeps a
+    // loaded machine from turning this into a CPU budget test).
+    let limits = JsLimits { cpu_budget: Duration::from_secs(10), ..JsLimits::default() };
+    let source = "const all = [];\nfor (let i = 0; ; i++) { all.push(new Array(100_000).fill(i)); }\n";
+    let diagnostics = inspect_module(source.as_bytes(), &limits).unwrap_err();
+    assert_eq!(diagnostics[0].stage, DiagnosticStage::Execute);
+    assert!(diagnostics[0].message.contains("memory"), "{diagnostics:?}");
 }
 
 #[test]
@@ -538,15 +541,6 @@ fn native_loops_of_built_ins_are_interruptible() {
         let overrun = overrun_after_cancel(setup, spin, Duration::from_millis(200));
         assert!(overrun < Duration::from_millis(500), "{spin} ran {overrun:?} past its cancellation");
     }
-}
-
-/// One sort of a large array in native code is interrupted part way (a
-/// sort takes seconds; the cancellation comes 100 ms in).
-#[test]
-fn a_single_long_native_sort_is_interrupted_part_way() {
-    let setup = "var a = []; for (let i = 0; i < 2e6; i++) a.push((i * 7919) % 2e6);";
-    let overrun = overrun_after_cancel(setup, "a.sort()", Duration::from_millis(100));
-    assert!(overrun < Duration::from_millis(300), "the sort ran {overrun:?} past its cancellation");
 }
 
 /// Getters run while an error is formatted count against the budget of the
