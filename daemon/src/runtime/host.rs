@@ -21,7 +21,7 @@
 //! a handler is counted and logged and the instance keeps running.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::{Condvar, Mutex};
@@ -269,9 +269,9 @@ struct HostState {
     current: Mutex<Option<(Option<usize>, Arc<str>)>>,
     /// The order-rate cap.
     orders: Mutex<OrderRate>,
-    /// Set (with the number of orders refused) once the cap saw an order
-    /// storm: the instance dies.
-    storm: Mutex<Option<u32>>,
+    /// The number of orders refused, set once the cap saw an order storm
+    /// (0 = no storm): the instance dies.
+    storm: AtomicU32,
 }
 
 /// Handlers a strategy may define, in slot order.
@@ -533,7 +533,7 @@ impl JsInstance {
             budget: budget.clone(),
             current: Mutex::new(current),
             orders: Mutex::new(OrderRate::new(spec.max_orders_per_sec, Instant::now())),
-            storm: Mutex::new(None),
+            storm: AtomicU32::new(0),
         });
 
         let mut subscribed = 0u16;
@@ -881,7 +881,10 @@ impl JsInstance {
 
     /// [`Fault::OrderStorm`] once the order-rate cap saw a storm.
     fn storm_fault(&self) -> Option<Fault> {
-        self.state.storm.lock().map(Fault::OrderStorm)
+        match self.state.storm.load(Ordering::Acquire) {
+            0 => None,
+            refused => Some(Fault::OrderStorm(refused)),
+        }
     }
 
     fn fault_of(&self, diagnostic: Diagnostic) -> Fault {
@@ -1447,7 +1450,7 @@ impl HostState {
     /// order storm stops all JS of the instance (uncatchable) and marks it
     /// so the call's fault is [`Fault::OrderStorm`].
     fn admit_order<'js>(&self, ctx: &Ctx<'js>) -> rquickjs::Result<()> {
-        if self.storm.lock().is_some() {
+        if self.storm.load(Ordering::Acquire) != 0 {
             return Err(Exception::throw_internal(ctx, STORM_MESSAGE));
         }
         let mut orders = self.orders.lock();
@@ -1458,7 +1461,7 @@ impl HostState {
                 &format!("order refused: over the cap of {} orders a second (max_orders_per_sec)", orders.rate()),
             )),
             Admission::Storm(refused) => {
-                *self.storm.lock() = Some(refused);
+                self.storm.store(refused.max(1), Ordering::Release);
                 self.budget.cancel();
                 Err(Exception::throw_internal(ctx, STORM_MESSAGE))
             }
