@@ -206,6 +206,7 @@ pub async fn boot(config: Config, listener: TcpListener) -> Result<Running, Boot
                 .workers
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
             js_metrics: Some(metrics.js.clone()),
+            log_limits: config.log_limits(),
         },
     );
     sink.bind(&instances);
