@@ -96,8 +96,8 @@ pub enum BootError {
         /// Why.
         source: std::io::Error,
     },
-    /// The database could not be opened.
-    #[error("cannot open the database: {0}")]
+    /// The database could not be opened (the message names the file).
+    #[error("{0}")]
     Store(#[from] StoreError),
     /// The listener's address could not be read.
     #[error("listener has no local address: {0}")]
