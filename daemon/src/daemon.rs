@@ -97,7 +97,7 @@ pub enum BootError {
         source: std::io::Error,
     },
     /// The database could not be opened (the message names the file).
-    #[error("{0}")]
+    #[error(transparent)]
     Store(#[from] StoreError),
     /// The listener's address could not be read.
     #[error("listener has no local address: {0}")]

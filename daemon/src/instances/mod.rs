@@ -201,7 +201,12 @@ impl Instances {
                 let slot = Slot {
                     record,
                     state,
-                    last_error: last_error.map(|e| self.bounded_error(e)),
+                    // Cut when first recorded (a mark fits on top); a longer one
+                    // was stored by an older daemon.
+                    last_error: last_error.map(|e| {
+                        let max = self.options.log_limits.line_max_bytes + crate::runtime::logs::MAX_MARK_BYTES;
+                        crate::runtime::logs::truncate_message(e, max)
+                    }),
                     started_at: None,
                     shared: self.new_shared(),
                     cell: None,

@@ -88,7 +88,7 @@ pub fn check_doc(root: &Path, bytes: Option<&[u8]>) -> Result<RegistryDoc, Strin
     let blank = bytes.is_none_or(|b| b.iter().all(u8::is_ascii_whitespace));
     if !blank {
         return parse_doc(bytes.unwrap_or_default())
-            .map_err(|e| format!("{REGISTRY_FILE} is not valid JSON ({e}); {REFUSED}"));
+            .map_err(|e| format!("{REGISTRY_FILE} is not valid JSON: {e}; {REFUSED}"));
     }
     match find_revision_folder(root) {
         None => Ok(RegistryDoc::new()),

@@ -135,8 +135,7 @@ struct Ring {
 impl Ring {
     /// Drops the oldest lines until `extra` more bytes and one more line fit.
     fn make_room(&mut self, capacity: usize, extra: usize) {
-        while !self.lines.is_empty() && (self.lines.len() >= capacity || self.bytes + extra > self.limits.ring_bytes)
-        {
+        while !self.lines.is_empty() && (self.lines.len() >= capacity || self.bytes + extra > self.limits.ring_bytes) {
             if let Some(line) = self.lines.pop_front() {
                 self.bytes -= line.cost();
             }

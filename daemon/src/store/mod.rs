@@ -90,7 +90,9 @@ impl StoreError {
     pub fn is_storage_full(&self) -> bool {
         match self {
             StoreError::Sqlite(e) => e.sqlite_error_code() == Some(ErrorCode::DiskFull),
-            StoreError::Io(e) => matches!(e.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded),
+            StoreError::Io(e) => {
+                matches!(e.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded)
+            }
             _ => false,
         }
     }
@@ -219,10 +221,7 @@ impl Store {
             .pragma_query_value(None, "user_version", |row| row.get(0))
             .map_err(|e| format!("is not a usable SQLite database ({e})"))?;
         if usize::try_from(version).is_ok_and(|v| v > MIGRATIONS.len()) {
-            return Err(format!(
-                "has schema version {version}, newer than this stratad knows ({})",
-                MIGRATIONS.len()
-            ));
+            return Err(format!("has schema version {version}, newer than this stratad knows ({})", MIGRATIONS.len()));
         }
         let mut problems = Vec::new();
         conn.pragma_query(None, "quick_check", |row| {
