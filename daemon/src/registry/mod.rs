@@ -580,6 +580,8 @@ impl Registry {
         let committed = (|| {
             if compiled {
                 self.store.save_metadata([(&hash, metadata.as_ref())])?;
+                // Before the commit, whose rebuild then finds it instead of compiling again.
+                self.metadata.lock().insert(hash, metadata);
             }
             self.commit(&mut writer, doc, &strategy, Some(entry))
         })();
@@ -591,9 +593,6 @@ impl Registry {
                 }
             }
             return Err(error);
-        }
-        if compiled {
-            self.metadata.lock().insert(hash, metadata);
         }
         self.journal("upload", &strategy, &hash, Some(format!("tag {tag}; created {created}")));
         Ok(Uploaded { strategy, hash, tag, created })
