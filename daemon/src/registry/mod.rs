@@ -558,10 +558,11 @@ impl Registry {
         let mut entry = Self::entry(&doc, &strategy)?.unwrap_or_default();
         let key = hash.to_string();
         let created = !entry.hashes.contains_key(&key);
-        if created && writer.fingerprint.is_none() {
+        let empty_doc = RevisionHash::of(&file::render_doc(&RegistryDoc::new()));
+        if created && doc.is_empty() && writer.fingerprint != Some(empty_doc) {
             // The first revision: write the (empty) document before its folder,
             // so a crash in between leaves a registry and a stray folder, never
-            // revision folders beside no registry.json (which reads as damage).
+            // revision folders beside a missing or blank registry.json (damage).
             self.write_doc(&mut writer, doc.clone())?;
         }
         if created {
@@ -749,6 +750,25 @@ mod tests {
         let actions: Vec<String> =
             registry.store.recent_audit(10).unwrap().into_iter().rev().map(|record| record.action).collect();
         assert_eq!(actions, ["upload", "upload", "tag-move", "tag-delete", "revision-delete"]);
+    }
+
+    #[test]
+    fn the_first_upload_writes_registry_json_before_the_revision_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = registry(dir.path());
+        let root = dir.path().join("strategies");
+        // A file where the strategy's folder should go makes the revision write fail.
+        std::fs::write(root.join("j"), "in the way").unwrap();
+        let upload = || Upload { source: module(1), tag: Some("v1".into()), ..Upload::default() };
+        assert!(matches!(registry.upload(upload()), Err(RegistryError::Io(_))));
+        assert_eq!(std::fs::read(root.join(REGISTRY_FILE)).unwrap(), b"{}\n", "the document came first");
+        assert_eq!(std::fs::read(root.join("j")).unwrap(), b"in the way", "what it did not create is left alone");
+        assert_eq!(registry.store.write_health().failures().len(), 1, "the failing write is reported");
+
+        std::fs::remove_file(root.join("j")).unwrap();
+        registry.upload(upload()).unwrap();
+        assert!(registry.store.write_health().failures().is_empty(), "a successful write clears it");
+        assert!(registry_with_threads(dir.path(), 1).document_error().is_none());
     }
 
     #[test]
