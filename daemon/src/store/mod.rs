@@ -177,7 +177,9 @@ impl Store {
 
     /// Opens a connection the way the daemon uses it.
     fn connect(path: &Path) -> rusqlite::Result<Connection> {
-        let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)?;
+        // The usual flags, less CREATE: the file was checked (or made) just before.
+        let flags = rusqlite::OpenFlags::default() - rusqlite::OpenFlags::SQLITE_OPEN_CREATE;
+        let conn = Connection::open_with_flags(path, flags)?;
         // WAL + synchronous=FULL: a commit that returned is on disk, even after kill -9
         // or power loss, while readers never block the writer.
         conn.pragma_update(None, "journal_mode", "WAL")?;
