@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::js::JsLimits;
+use crate::runtime::logs::LogLimits;
 
 /// Default listen address: loopback only.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8880";
@@ -57,6 +58,11 @@ pub struct RuntimeConfig {
     /// Orders a second an instance may submit: over it orders are refused
     /// (throttled), and an instance that keeps going over it is failed.
     pub max_orders_per_sec: u32,
+    /// Longest log line or error message kept, in bytes; longer ones are
+    /// cut at a character boundary and marked when recorded.
+    pub log_line_max_bytes: usize,
+    /// Bytes of log lines one instance keeps (its ring drops the oldest beyond).
+    pub log_ring_bytes: usize,
 }
 
 impl Default for RuntimeConfig {
@@ -66,6 +72,8 @@ impl Default for RuntimeConfig {
             queue_capacity: 1024,
             sleep_cap_ms: 5_000,
             max_orders_per_sec: crate::runtime::orders::DEFAULT_MAX_ORDERS_PER_SEC,
+            log_line_max_bytes: crate::runtime::logs::DEFAULT_LINE_MAX_BYTES,
+            log_ring_bytes: crate::runtime::logs::DEFAULT_RING_BYTES,
         }
     }
 }
@@ -251,7 +259,12 @@ impl Config {
         if self.runtime.max_orders_per_sec == 0 {
             return Err("[runtime] max_orders_per_sec must be at least 1".into());
         }
-        Ok(())
+        self.log_limits().validate()
+    }
+
+    /// How much of each instance's logging is kept.
+    pub fn log_limits(&self) -> LogLimits {
+        LogLimits { line_max_bytes: self.runtime.log_line_max_bytes, ring_bytes: self.runtime.log_ring_bytes }
     }
 
     /// The sandbox limits as the JS engine takes them.
@@ -287,5 +300,16 @@ mod tests {
         assert!(config.validate().is_ok());
         let config: Config = toml::from_str("[usage]\nseen_every_secs = 0").unwrap();
         assert_eq!(config.validate().unwrap_err(), "[usage] seen_every_secs must be at least 1");
+    }
+
+    #[test]
+    fn log_limits_default_to_8_kib_lines_and_a_256_kib_ring() {
+        let config: Config = toml::from_str("").unwrap();
+        assert_eq!(config.log_limits(), LogLimits { line_max_bytes: 8192, ring_bytes: 256 * 1024 });
+        let config: Config = toml::from_str("[runtime]\nlog_line_max_bytes = 100\nlog_ring_bytes = 4096").unwrap();
+        assert_eq!(config.log_limits(), LogLimits { line_max_bytes: 100, ring_bytes: 4096 });
+        assert!(config.validate().is_ok());
+        let config: Config = toml::from_str("[runtime]\nlog_ring_bytes = 1000").unwrap();
+        assert!(config.validate().unwrap_err().contains("log_ring_bytes"));
     }
 }

@@ -96,8 +96,8 @@ pub enum BootError {
         /// Why.
         source: std::io::Error,
     },
-    /// The database could not be opened.
-    #[error("cannot open the database: {0}")]
+    /// The database could not be opened (the message names the file).
+    #[error(transparent)]
     Store(#[from] StoreError),
     /// The listener's address could not be read.
     #[error("listener has no local address: {0}")]
@@ -207,6 +207,7 @@ pub async fn boot(config: Config, listener: TcpListener) -> Result<Running, Boot
                 .workers
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
             js_metrics: Some(metrics.js.clone()),
+            log_limits: config.log_limits(),
         },
     );
     sink.bind(&instances);

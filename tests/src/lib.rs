@@ -71,6 +71,14 @@ impl TestDaemon {
         next
     }
 
+    /// Stops the daemon (gracefully, as `restart` does) without starting
+    /// another; returns the temporary directory it ran in, if it owns one,
+    /// so the caller can look at (or damage) what it left.
+    pub async fn stop(mut self) -> Option<tempfile::TempDir> {
+        self.running.take().expect("running").shutdown().await;
+        self._temp.take()
+    }
+
     /// The WebSocket URL of `path_and_query`, e.g. `ws://127.0.0.1:41234/ws?since=3`.
     pub fn ws_url(&self, path_and_query: &str) -> String {
         format!("ws://{}{path_and_query}", self.url.trim_start_matches("http://"))

@@ -9,6 +9,7 @@ use warp::reply::Response;
 use warp::{Rejection, Reply};
 
 use crate::registry::{RegistryError, ResolveError};
+use crate::store::StoreError;
 
 /// An API failure, rendered by [`ApiError::into_response`].
 #[derive(Debug)]
@@ -82,8 +83,18 @@ impl From<RegistryError> for ApiError {
                 tracing::error!("{m}");
                 Self::internal(m)
             }
-            RegistryError::Store(e) => Self::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+            RegistryError::StorageFull(m) => Self::new(StatusCode::INSUFFICIENT_STORAGE, m),
+            RegistryError::Store(e) => e.into(),
         }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    /// 507 when the disk is full, 503 for any other database failure.
+    fn from(err: StoreError) -> Self {
+        let status =
+            if err.is_storage_full() { StatusCode::INSUFFICIENT_STORAGE } else { StatusCode::SERVICE_UNAVAILABLE };
+        Self::new(status, err.to_string())
     }
 }
 

@@ -43,9 +43,9 @@ async fn healthz(daemon: Daemon) -> ApiResult {
         return Ok(json_reply(StatusCode::OK, &health));
     }
     let mut errors = super::modules::load_errors(&daemon);
-    if let Some(message) = registry.document_error() {
-        errors.insert(0, LoadErrorInfo { strategy: String::new(), hash: None, message });
-    }
+    let damage = registry.document_error().into_iter().chain(daemon.store().write_health().failures());
+    let damage: Vec<_> = damage.map(|message| LoadErrorInfo { strategy: String::new(), hash: None, message }).collect();
+    errors.splice(0..0, damage);
     let status = if errors.is_empty() { "ok" } else { "degraded" };
     Ok(json_reply(StatusCode::OK, &Health { status: status.into(), errors, progress: None, error: None }))
 }

@@ -67,7 +67,7 @@ impl From<InstanceError> for ApiError {
             InstanceError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, m),
             e @ InstanceError::StartFailed { .. } => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
             InstanceError::Resolve(e) => e.into(),
-            InstanceError::Store(e) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+            InstanceError::Store(e) => e.into(),
         }
     }
 }

@@ -347,7 +347,9 @@ fn read_registry(root: &Path) -> Result<Registry, BootstrapError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Default::default()),
         Err(e) => return Err(BootstrapError::Registry(e.to_string())),
     };
-    let raw = file::parse_doc(&bytes).map_err(|e| BootstrapError::Registry(e.to_string()))?;
+    // An empty file beside revision folders is damage here too: merging into
+    // it would write a registry without them.
+    let raw = file::check_doc(root, Some(&bytes)).map_err(BootstrapError::Registry)?;
     let parsed = raw
         .iter()
         .map(|(name, value)| {

@@ -76,6 +76,8 @@ pub struct InstanceOptions {
     pub workers: usize,
     /// Daemon-wide JavaScript counters (handler errors, interrupts).
     pub js_metrics: Option<crate::metrics::JsMetrics>,
+    /// How much of each instance's logging (and of its last error) is kept.
+    pub log_limits: crate::runtime::logs::LogLimits,
 }
 
 /// One instance as the manager holds it.
@@ -201,9 +203,14 @@ impl Instances {
                 let slot = Slot {
                     record,
                     state,
-                    last_error,
+                    // Cut when first recorded (a mark fits on top); a longer one
+                    // was stored by an older daemon.
+                    last_error: last_error.map(|e| {
+                        let max = self.options.log_limits.line_max_bytes + crate::runtime::logs::MAX_MARK_BYTES;
+                        crate::runtime::logs::truncate_message(e, max)
+                    }),
                     started_at: None,
-                    shared: Arc::new(HostShared::with_metrics(self.options.js_metrics.clone())),
+                    shared: self.new_shared(),
                     cell: None,
                     generation: 0,
                 };
@@ -232,6 +239,18 @@ impl Instances {
             }
         }
         Ok(count)
+    }
+
+    /// Fresh per-instance shared state (counters, log ring within the limits).
+    fn new_shared(&self) -> Arc<HostShared> {
+        let shared = HostShared::with_metrics(self.options.js_metrics.clone());
+        shared.logs.set_limits(self.options.log_limits);
+        Arc::new(shared)
+    }
+
+    /// `error` cut to the log line limit, as a `lastError` is kept and stored.
+    fn bounded_error(&self, error: String) -> String {
+        crate::runtime::logs::truncate_message(error, self.options.log_limits.line_max_bytes)
     }
 
     fn validate_scope(&self, scope: &Scope) -> Result<(), InstanceError> {
@@ -282,7 +301,7 @@ impl Instances {
             state: InstanceState::Stopped,
             last_error: None,
             started_at: None,
-            shared: Arc::new(HostShared::with_metrics(self.options.js_metrics.clone())),
+            shared: self.new_shared(),
             cell: None,
             generation: 0,
         }));
@@ -361,6 +380,7 @@ impl Instances {
                 self.view(id)
             }
             Err(error) => {
+                let error = self.bounded_error(error);
                 s.state = InstanceState::Failed;
                 s.last_error = Some(error.clone());
                 drop(s);
@@ -434,6 +454,7 @@ impl Instances {
     /// Marks a running instance failed after its runtime died.
     fn mark_failed(&self, id: &str, generation: u64, error: String) {
         let Ok(slot) = self.slot(id) else { return };
+        let error = self.bounded_error(error);
         let record = {
             let mut s = slot.lock();
             if s.generation != generation || s.state != InstanceState::Running {

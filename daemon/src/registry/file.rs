@@ -62,12 +62,66 @@ pub fn revision_path(strategy: &str, hash: &RevisionHash) -> String {
     format!("{strategy}/{}/{strategy}.js", hash.to_hex())
 }
 
-/// Parses `registry.json` bytes. An empty file is an empty registry.
+/// Parses `registry.json` bytes. Empty bytes are not a document: whether an
+/// empty file is damage or a fresh registry is [`check_doc`]'s call.
 pub fn parse_doc(bytes: &[u8]) -> Result<RegistryDoc, serde_json::Error> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(RegistryDoc::new());
-    }
     serde_json::from_slice(bytes)
+}
+
+/// Reads `registry.json` from `root`; `None` when it does not exist.
+pub fn read_doc(root: &Path) -> io::Result<Option<Vec<u8>>> {
+    match fs::read(root.join(REGISTRY_FILE)) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Tells a fresh registry from a damaged one, given what [`read_doc`] found:
+/// - absent, empty or blank, and no revision folder beside it: an empty registry;
+/// - absent, empty or blank beside revision folders: damage (the document that
+///   named those revisions was lost; writing a new one would drop them all);
+/// - not a JSON object of entries: damage.
+///
+/// Damage is returned as the message operators see (relative names only).
+pub fn check_doc(root: &Path, bytes: Option<&[u8]>) -> Result<RegistryDoc, String> {
+    let blank = bytes.is_none_or(|b| b.iter().all(u8::is_ascii_whitespace));
+    if !blank {
+        return parse_doc(bytes.unwrap_or_default())
+            .map_err(|e| format!("{REGISTRY_FILE} is not valid JSON: {e}; {REFUSED}"));
+    }
+    match find_revision_folder(root) {
+        None => Ok(RegistryDoc::new()),
+        Some(example) => {
+            let what = match bytes {
+                None => "is missing".to_owned(),
+                Some(b) => format!("is empty ({} bytes)", b.len()),
+            };
+            Err(format!("{REGISTRY_FILE} {what} but revision folders such as {example} are beside it; {REFUSED}"))
+        }
+    }
+}
+
+/// How a damaged document's message ends.
+const REFUSED: &str = "registry writes are refused until it is repaired (see docs/operations.md)";
+
+/// The first revision folder (`<name>/<64 hex>`) under `root`, as a relative
+/// path, if there is one.
+pub fn find_revision_folder(root: &Path) -> Option<String> {
+    let strategies = fs::read_dir(root).ok()?;
+    for strategy in strategies.flatten() {
+        let name = strategy.file_name();
+        let Some(name) = name.to_str().filter(|n| !n.starts_with('.')) else { continue };
+        let Ok(revisions) = fs::read_dir(strategy.path()) else { continue };
+        for revision in revisions.flatten() {
+            let hex = revision.file_name();
+            let is_hash = hex.to_str().is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()));
+            if is_hash && revision.file_type().is_ok_and(|t| t.is_dir()) {
+                return Some(format!("{name}/{}", hex.to_string_lossy()));
+            }
+        }
+    }
+    None
 }
 
 /// Serialises the registry document the way it is written to disk.
@@ -113,18 +167,30 @@ fn temp_path(dir: &Path, file_name: &std::ffi::OsStr) -> PathBuf {
 }
 
 /// Writes a revision's bytes to `<root>/<name>/<hex>/<name>.js` durably,
-/// creating (and fsyncing) the directories on the way.
+/// creating (and fsyncing) the directories on the way. On failure (a full
+/// disk) the temporary file and every directory this call created are
+/// removed: nothing half-written or empty stays behind.
 pub fn write_revision(root: &Path, strategy: &str, hash: &RevisionHash, bytes: &[u8]) -> io::Result<()> {
     let strategy_dir = root.join(strategy);
     let revision_dir = strategy_dir.join(hash.to_hex());
     let created_strategy_dir = !strategy_dir.exists();
-    fs::create_dir_all(&revision_dir)?;
-    write_atomic(&revision_dir.join(format!("{strategy}.js")), bytes)?;
-    sync_dir(&strategy_dir)?;
-    if created_strategy_dir {
-        sync_dir(root)?;
+    let created_revision_dir = !revision_dir.exists();
+    let written = (|| {
+        fs::create_dir_all(&revision_dir)?;
+        write_atomic(&revision_dir.join(format!("{strategy}.js")), bytes)?;
+        sync_dir(&strategy_dir)?;
+        if created_strategy_dir {
+            sync_dir(root)?;
+        }
+        Ok(())
+    })();
+    if written.is_err() {
+        let created = [(created_strategy_dir, &strategy_dir), (created_revision_dir, &revision_dir)];
+        if let Some((_, dir)) = created.iter().find(|(created, _)| *created) {
+            let _ = fs::remove_dir_all(dir);
+        }
     }
-    Ok(())
+    written
 }
 
 /// Removes a revision's directory; a missing one is not an error.
@@ -162,7 +228,32 @@ mod tests {
         let doc = parse_doc(text.as_bytes()).unwrap();
         assert_eq!(doc.keys().collect::<Vec<_>>(), ["b", "a"]);
         assert_eq!(parse_doc(&render_doc(&doc)).unwrap(), doc);
-        assert!(parse_doc(b"  \n").unwrap().is_empty());
+    }
+
+    #[test]
+    fn an_empty_or_missing_document_beside_revisions_is_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        // Nothing beside it: a fresh registry, whether absent, empty or blank.
+        for bytes in [None, Some(&b""[..]), Some(&b" \n"[..])] {
+            assert!(check_doc(root, bytes).unwrap().is_empty());
+        }
+        // A folder that is not a revision folder changes nothing.
+        fs::create_dir_all(root.join("legacy/v1")).unwrap();
+        assert!(check_doc(root, Some(b"")).unwrap().is_empty());
+
+        let hash = RevisionHash::of(b"x");
+        write_revision(root, "noop", &hash, b"x").unwrap();
+        let folder = format!("noop/{}", hash.to_hex());
+        assert_eq!(find_revision_folder(root), Some(folder.clone()));
+        let empty = check_doc(root, Some(b"")).unwrap_err();
+        assert!(empty.starts_with("registry.json is empty (0 bytes) but revision folders such as"), "{empty}");
+        assert!(empty.contains(&folder) && !empty.contains(&*root.to_string_lossy()), "{empty}");
+        assert!(check_doc(root, None).unwrap_err().starts_with("registry.json is missing"));
+        assert!(check_doc(root, Some(b"\n")).unwrap_err().contains("empty (1 bytes)"));
+        assert!(check_doc(root, Some(b"{\"a\":")).unwrap_err().starts_with("registry.json is not valid JSON"));
+        assert!(check_doc(root, Some(b"[]")).is_err(), "an array is not a registry");
+        assert!(check_doc(root, Some(b"{}")).unwrap().is_empty(), "an explicit empty document is fine");
     }
 
     #[test]

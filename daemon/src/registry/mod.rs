@@ -74,10 +74,16 @@ pub enum RegistryError {
     /// Reading or writing the strategies directory failed (500).
     #[error("strategies directory I/O failed: {0}")]
     Io(String),
+    /// A write found the disk (or the quota) full (507).
+    #[error("{0}")]
+    StorageFull(String),
     /// The database failed (503).
     #[error(transparent)]
     Store(#[from] StoreError),
 }
+
+/// The write-health target of the registry's files.
+const STRATEGIES_TARGET: &str = "strategies directory";
 
 /// Options of the registry.
 #[derive(Debug, Clone)]
@@ -173,7 +179,8 @@ pub struct Deleted {
 struct DocState {
     /// The document as last read or written; `None` while the file is unreadable.
     doc: Option<RegistryDoc>,
-    /// SHA-256 of the bytes last read or written, to notice hand edits.
+    /// SHA-256 of the bytes last read or written, to notice hand edits;
+    /// `None` while the file does not exist.
     fingerprint: Option<RevisionHash>,
     /// Why the file could not be read, if it could not.
     unreadable: Option<String>,
@@ -326,17 +333,12 @@ impl Registry {
     /// document fingerprint stays stale until then, which forces it).
     pub fn reload_strategies(&self, strategies: &[String]) -> Result<LoadReport, RegistryError> {
         let mut writer = self.writer.lock();
-        let path = self.options.root.join(REGISTRY_FILE);
-        let bytes = match std::fs::read(&path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(RegistryError::Io(format!("cannot read {REGISTRY_FILE}: {}", e.kind()))),
-        };
-        if writer.unreadable.is_none() && writer.fingerprint == Some(RevisionHash::of(&bytes)) {
+        let bytes = self.read_doc()?;
+        if writer.unreadable.is_none() && writer.fingerprint == bytes.as_deref().map(RevisionHash::of) {
             return Ok(LoadReport::default());
         }
-        let Ok(doc) = file::parse_doc(&bytes) else {
-            // Broken file: the full path reports it and refuses writes.
+        let Ok(doc) = file::check_doc(&self.options.root, bytes.as_deref()) else {
+            // Damaged file: the full path reports it and refuses writes.
             return self.reload_locked(&mut writer);
         };
         let report = load::rebuild_some(self, &doc, strategies);
@@ -358,29 +360,30 @@ impl Registry {
 
     /// Reads the document and rebuilds every strategy. Caller holds the writer lock.
     fn reload_locked(&self, writer: &mut DocState) -> Result<LoadReport, RegistryError> {
-        let path = self.options.root.join(REGISTRY_FILE);
-        let bytes = match std::fs::read(&path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(RegistryError::Io(format!("cannot read {REGISTRY_FILE}: {}", e.kind()))),
-        };
-        let fingerprint = RevisionHash::of(&bytes);
-        let doc = match file::parse_doc(&bytes) {
+        let bytes = self.read_doc()?;
+        let fingerprint = bytes.as_deref().map(RevisionHash::of);
+        let doc = match file::check_doc(&self.options.root, bytes.as_deref()) {
             Ok(doc) => doc,
-            Err(e) => {
-                // Keep serving what is loaded; refuse writes until the file is fixed,
-                // so a broken file is never overwritten with a partial registry.
-                let message = format!("{REGISTRY_FILE} is not valid JSON: {e}");
+            Err(message) => {
+                // Damage (unparsable, or empty/missing beside revision folders):
+                // keep serving what is loaded and refuse writes until the file
+                // is repaired, so it is never overwritten with a partial registry.
                 tracing::error!("{message}");
-                *writer = DocState { doc: None, fingerprint: Some(fingerprint), unreadable: Some(message) };
+                *writer = DocState { doc: None, fingerprint, unreadable: Some(message) };
                 self.refresh_gauges(writer);
                 return Err(RegistryError::Unavailable(writer.unreadable.clone().unwrap_or_default()));
             }
         };
         let report = load::rebuild_all(self, &doc);
-        *writer = DocState { doc: Some(doc), fingerprint: Some(fingerprint), unreadable: None };
+        *writer = DocState { doc: Some(doc), fingerprint, unreadable: None };
         self.refresh_gauges(writer);
         Ok(report)
+    }
+
+    /// Reads `registry.json`; `None` when it does not exist.
+    fn read_doc(&self) -> Result<Option<Vec<u8>>, RegistryError> {
+        file::read_doc(&self.options.root)
+            .map_err(|e| RegistryError::Io(format!("cannot read {REGISTRY_FILE}: {}", e.kind())))
     }
 
     fn refresh_gauges(&self, writer: &DocState) {
@@ -397,8 +400,8 @@ impl Registry {
             return Err(RegistryError::Unavailable("the registry is still loading".into()));
         }
         let mut writer = self.writer.lock();
-        let on_disk = std::fs::read(self.options.root.join(REGISTRY_FILE)).ok().map(|b| RevisionHash::of(&b));
-        if on_disk != writer.fingerprint && !(on_disk.is_none() && writer.doc.as_ref().is_some_and(|d| d.is_empty())) {
+        let on_disk = self.read_doc()?.map(|b| RevisionHash::of(&b));
+        if on_disk != writer.fingerprint {
             tracing::info!("{REGISTRY_FILE} changed on disk; reloading before writing");
             self.reload_locked(&mut writer)?;
         }
@@ -424,14 +427,35 @@ impl Registry {
                 doc.shift_remove(strategy);
             }
         }
-        let bytes = file::render_doc(&doc);
-        file::write_atomic(&self.options.root.join(REGISTRY_FILE), &bytes)
-            .map_err(|e| RegistryError::Io(format!("cannot write {REGISTRY_FILE}: {}", e.kind())))?;
-        writer.doc = Some(doc);
-        writer.fingerprint = Some(RevisionHash::of(&bytes));
+        self.write_doc(writer, doc)?;
         load::rebuild_one(self, strategy, entry.as_ref());
         self.refresh_gauges(writer);
         Ok(())
+    }
+
+    /// Writes `doc` durably as `registry.json` and makes it the writer's view.
+    fn write_doc(&self, writer: &mut DocState, doc: RegistryDoc) -> Result<(), RegistryError> {
+        let bytes = file::render_doc(&doc);
+        self.wrote(file::write_atomic(&self.options.root.join(REGISTRY_FILE), &bytes), || REGISTRY_FILE.to_owned())?;
+        writer.doc = Some(doc);
+        writer.fingerprint = Some(RevisionHash::of(&bytes));
+        Ok(())
+    }
+
+    /// Reports a write to the strategies directory to the write health and
+    /// maps its failure: a full disk is [`RegistryError::StorageFull`].
+    fn wrote(&self, result: std::io::Result<()>, what: impl FnOnce() -> String) -> Result<(), RegistryError> {
+        let health = self.store.write_health();
+        let Err(e) = result else {
+            health.succeeded(STRATEGIES_TARGET);
+            return Ok(());
+        };
+        let message = format!("cannot write {}: {}", what(), e.kind());
+        health.failed(STRATEGIES_TARGET, &message);
+        Err(match e.kind() {
+            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => RegistryError::StorageFull(message),
+            _ => RegistryError::Io(message),
+        })
     }
 
     /// Records a registry operation in the audit journal. The operation has
@@ -534,9 +558,16 @@ impl Registry {
         let mut entry = Self::entry(&doc, &strategy)?.unwrap_or_default();
         let key = hash.to_string();
         let created = !entry.hashes.contains_key(&key);
+        let empty_doc = RevisionHash::of(&file::render_doc(&RegistryDoc::new()));
+        if created && doc.is_empty() && writer.fingerprint != Some(empty_doc) {
+            // The first revision: write the (empty) document before its folder,
+            // so a crash in between leaves a registry and a stray folder, never
+            // revision folders beside a missing or blank registry.json (damage).
+            self.write_doc(&mut writer, doc.clone())?;
+        }
         if created {
-            file::write_revision(&self.options.root, &strategy, &hash, upload.source.as_bytes())
-                .map_err(|e| RegistryError::Io(format!("cannot write revision of {strategy}: {}", e.kind())))?;
+            let written = file::write_revision(&self.options.root, &strategy, &hash, upload.source.as_bytes());
+            self.wrote(written, || format!("revision of {strategy}"))?;
             entry
                 .hashes
                 .insert(key.clone(), RevisionDoc { tag: tag.clone(), path: file::revision_path(&strategy, &hash) });
@@ -547,11 +578,23 @@ impl Registry {
         if upload.promote_latest || !entry.tags.contains_key(LATEST_TAG) {
             entry.tags.insert(LATEST_TAG.to_owned(), key);
         }
-        if compiled {
-            self.store.save_metadata([(&hash, metadata.as_ref())])?;
-            self.metadata.lock().insert(hash, metadata);
+        let committed = (|| {
+            if compiled {
+                self.store.save_metadata([(&hash, metadata.as_ref())])?;
+                // Before the commit, whose rebuild then finds it instead of compiling again.
+                self.metadata.lock().insert(hash, metadata);
+            }
+            self.commit(&mut writer, doc, &strategy, Some(entry))
+        })();
+        if let Err(error) = committed {
+            if created {
+                // Not registered: the new revision folder must not stay behind.
+                if let Err(e) = file::remove_revision(&self.options.root, &strategy, &hash) {
+                    tracing::warn!(%strategy, %hash, error = %e, "could not remove an unregistered revision's files");
+                }
+            }
+            return Err(error);
         }
-        self.commit(&mut writer, doc, &strategy, Some(entry))?;
         self.journal("upload", &strategy, &hash, Some(format!("tag {tag}; created {created}")));
         Ok(Uploaded { strategy, hash, tag, created })
     }
@@ -707,6 +750,25 @@ mod tests {
         let actions: Vec<String> =
             registry.store.recent_audit(10).unwrap().into_iter().rev().map(|record| record.action).collect();
         assert_eq!(actions, ["upload", "upload", "tag-move", "tag-delete", "revision-delete"]);
+    }
+
+    #[test]
+    fn the_first_upload_writes_registry_json_before_the_revision_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = registry(dir.path());
+        let root = dir.path().join("strategies");
+        // A file where the strategy's folder should go makes the revision write fail.
+        std::fs::write(root.join("j"), "in the way").unwrap();
+        let upload = || Upload { source: module(1), tag: Some("v1".into()), ..Upload::default() };
+        assert!(matches!(registry.upload(upload()), Err(RegistryError::Io(_))));
+        assert_eq!(std::fs::read(root.join(REGISTRY_FILE)).unwrap(), b"{}\n", "the document came first");
+        assert_eq!(std::fs::read(root.join("j")).unwrap(), b"in the way", "what it did not create is left alone");
+        assert_eq!(registry.store.write_health().failures().len(), 1, "the failing write is reported");
+
+        std::fs::remove_file(root.join("j")).unwrap();
+        registry.upload(upload()).unwrap();
+        assert!(registry.store.write_health().failures().is_empty(), "a successful write clears it");
+        assert!(registry_with_threads(dir.path(), 1).document_error().is_none());
     }
 
     #[test]

@@ -19,12 +19,62 @@ use crate::js::LogLevel;
 /// Lines kept by [`LogRing::default`].
 pub const DEFAULT_LOG_CAPACITY: usize = 200;
 
-/// Longest message kept, in bytes; longer ones are cut at a character
-/// boundary and end with [`TRUNCATION_MARK`].
-pub const MAX_MESSAGE_BYTES: usize = 2048;
+/// Default longest message kept, in bytes (`[runtime] log_line_max_bytes`);
+/// longer ones are cut at a character boundary and end with the
+/// [`truncation_mark`].
+pub const DEFAULT_LINE_MAX_BYTES: usize = 8 * 1024;
 
-/// Appended to a message cut at [`MAX_MESSAGE_BYTES`].
-pub const TRUNCATION_MARK: &str = "… [truncated]";
+/// Default bytes of messages one instance's ring keeps (`[runtime] log_ring_bytes`).
+pub const DEFAULT_RING_BYTES: usize = 256 * 1024;
+
+/// What one kept line costs beyond its message's bytes: the line itself.
+pub const LINE_OVERHEAD_BYTES: usize = std::mem::size_of::<LogLine>();
+
+/// Longest [`truncation_mark`] (its byte count has at most 20 digits).
+pub const MAX_MARK_BYTES: usize = "… [truncated, 18446744073709551615 bytes]".len();
+
+/// The marker ending a message cut from `original_bytes` bytes.
+pub fn truncation_mark(original_bytes: usize) -> String {
+    format!("… [truncated, {original_bytes} bytes]")
+}
+
+/// How much of an instance's logging is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogLimits {
+    /// Longest message kept, in bytes (the mark comes on top).
+    pub line_max_bytes: usize,
+    /// Most bytes the ring holds: messages plus [`LINE_OVERHEAD_BYTES`] a line.
+    pub ring_bytes: usize,
+}
+
+impl Default for LogLimits {
+    fn default() -> Self {
+        LogLimits { line_max_bytes: DEFAULT_LINE_MAX_BYTES, ring_bytes: DEFAULT_RING_BYTES }
+    }
+}
+
+impl LogLimits {
+    /// The most one line can cost in the ring.
+    pub fn max_line_cost(&self) -> usize {
+        self.line_max_bytes + MAX_MARK_BYTES + LINE_OVERHEAD_BYTES
+    }
+
+    /// Checks the ring can hold at least one line of the longest size.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.line_max_bytes == 0 {
+            return Err("[runtime] log_line_max_bytes must be at least 1".into());
+        }
+        if self.ring_bytes < self.max_line_cost() {
+            return Err(format!(
+                "[runtime] log_ring_bytes must be at least log_line_max_bytes + {} (one truncated line), \
+                 so at least {}",
+                MAX_MARK_BYTES + LINE_OVERHEAD_BYTES,
+                self.max_line_cost()
+            ));
+        }
+        Ok(())
+    }
+}
 
 /// One line of an instance's log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
@@ -38,8 +88,15 @@ pub struct LogLine {
     #[serde(serialize_with = "serialize_level")]
     #[schemars(schema_with = "level_schema")]
     pub level: LogLevel,
-    /// The text, at most [`MAX_MESSAGE_BYTES`] plus the truncation mark.
+    /// The text, at most `[runtime] log_line_max_bytes` plus the truncation mark.
     pub message: String,
+}
+
+impl LogLine {
+    /// What the line costs in the ring's byte budget.
+    fn cost(&self) -> usize {
+        self.message.len() + LINE_OVERHEAD_BYTES
+    }
 }
 
 fn serialize_level<S: Serializer>(level: &LogLevel, serializer: S) -> Result<S::Ok, S::Error> {
@@ -58,25 +115,46 @@ pub struct LogLines {
     pub lines: Vec<LogLine>,
 }
 
-/// Bounded buffer of an instance's most recent log lines; the oldest line is
-/// dropped when a new one does not fit.
+/// Bounded buffer of an instance's most recent log lines, bounded both in
+/// lines and in bytes; the oldest lines are dropped when a new one does not
+/// fit.
 #[derive(Debug)]
 pub struct LogRing {
     capacity: usize,
-    lines: Mutex<VecDeque<LogLine>>,
+    inner: Mutex<Ring>,
+}
+
+#[derive(Debug, Default)]
+struct Ring {
+    lines: VecDeque<LogLine>,
+    /// Sum of the kept lines' [`LogLine::cost`].
+    bytes: usize,
+    limits: LogLimits,
+}
+
+impl Ring {
+    /// Drops the oldest lines until `extra` more bytes and one more line fit.
+    fn make_room(&mut self, capacity: usize, extra: usize) {
+        while !self.lines.is_empty() && (self.lines.len() >= capacity || self.bytes + extra > self.limits.ring_bytes) {
+            if let Some(line) = self.lines.pop_front() {
+                self.bytes -= line.cost();
+            }
+        }
+    }
 }
 
 impl Default for LogRing {
-    /// A ring of [`DEFAULT_LOG_CAPACITY`] lines.
+    /// A ring of [`DEFAULT_LOG_CAPACITY`] lines and the default [`LogLimits`].
     fn default() -> Self {
         LogRing::new(DEFAULT_LOG_CAPACITY)
     }
 }
 
 impl LogRing {
-    /// A ring keeping the last `capacity` lines (at least one).
+    /// A ring keeping the last `capacity` lines (at least one), with the
+    /// default [`LogLimits`].
     pub fn new(capacity: usize) -> Self {
-        LogRing { capacity: capacity.max(1), lines: Mutex::new(VecDeque::new()) }
+        LogRing { capacity: capacity.max(1), inner: Mutex::new(Ring::default()) }
     }
 
     /// How many lines the ring keeps.
@@ -84,51 +162,80 @@ impl LogRing {
         self.capacity
     }
 
-    /// Appends a line stamped now, truncating a message longer than
-    /// [`MAX_MESSAGE_BYTES`].
+    /// The limits in force.
+    pub fn limits(&self) -> LogLimits {
+        self.inner.lock().limits
+    }
+
+    /// Applies new limits; lines already kept are not cut again, but the
+    /// oldest are dropped until the ring fits its new byte budget.
+    pub fn set_limits(&self, limits: LogLimits) {
+        let mut ring = self.inner.lock();
+        ring.limits = limits;
+        ring.make_room(self.capacity.saturating_add(1), 0);
+    }
+
+    /// Appends a line stamped now, truncating a message longer than the
+    /// line limit (the kept text is a fresh allocation: the caller's large
+    /// buffer is freed, not kept behind a short string).
     pub fn push(&self, level: LogLevel, message: impl Into<String>) {
-        let line = LogLine { ts: OffsetDateTime::now_utc(), level, message: truncate_message(message.into()) };
-        let mut lines = self.lines.lock();
-        if lines.len() >= self.capacity {
-            lines.pop_front();
-        }
-        lines.push_back(line);
+        let message = message.into();
+        let line_max = self.inner.lock().limits.line_max_bytes;
+        let line = LogLine { ts: OffsetDateTime::now_utc(), level, message: truncate_message(message, line_max) };
+        let mut ring = self.inner.lock();
+        ring.make_room(self.capacity, line.cost());
+        ring.bytes += line.cost();
+        ring.lines.push_back(line);
     }
 
     /// The kept lines, oldest first.
     pub fn lines(&self) -> Vec<LogLine> {
-        self.lines.lock().iter().cloned().collect()
+        self.inner.lock().lines.iter().cloned().collect()
     }
 
     /// Number of kept lines.
     pub fn len(&self) -> usize {
-        self.lines.lock().len()
+        self.inner.lock().lines.len()
+    }
+
+    /// Bytes the kept lines cost (messages plus [`LINE_OVERHEAD_BYTES`] each).
+    pub fn bytes(&self) -> usize {
+        self.inner.lock().bytes
     }
 
     /// Whether no line is kept.
     pub fn is_empty(&self) -> bool {
-        self.lines.lock().is_empty()
+        self.inner.lock().lines.is_empty()
     }
 
     /// Drops every kept line.
     pub fn clear(&self) {
-        self.lines.lock().clear();
+        let mut ring = self.inner.lock();
+        ring.lines.clear();
+        ring.bytes = 0;
     }
 }
 
-/// Cuts `message` to [`MAX_MESSAGE_BYTES`] (at a character boundary) and
-/// marks the cut; shorter messages are returned unchanged.
-fn truncate_message(mut message: String) -> String {
-    if message.len() <= MAX_MESSAGE_BYTES {
+/// Cuts `message` to `max_bytes` (at a character boundary) and appends the
+/// [`truncation_mark`]; shorter messages are returned unchanged. A cut
+/// message is copied into a new, right-sized allocation, so a huge original
+/// is freed rather than kept as spare capacity.
+pub fn truncate_message(mut message: String, max_bytes: usize) -> String {
+    if message.len() <= max_bytes {
+        if message.capacity() > message.len().saturating_mul(2).max(64) {
+            message.shrink_to_fit();
+        }
         return message;
     }
-    let mut end = MAX_MESSAGE_BYTES;
+    let mut end = max_bytes;
     while !message.is_char_boundary(end) {
         end -= 1;
     }
-    message.truncate(end);
-    message.push_str(TRUNCATION_MARK);
-    message
+    let mark = truncation_mark(message.len());
+    let mut cut = String::with_capacity(end + mark.len());
+    cut.push_str(&message[..end]);
+    cut.push_str(&mark);
+    cut
 }
 
 /// An instance's counters. Fields are public so the instance manager can
@@ -198,15 +305,78 @@ mod tests {
     #[test]
     fn long_messages_are_truncated_at_a_char_boundary() {
         let ring = LogRing::new(2);
-        ring.push(LogLevel::Warn, "é".repeat(MAX_MESSAGE_BYTES));
+        let long = "é".repeat(DEFAULT_LINE_MAX_BYTES);
+        ring.push(LogLevel::Warn, long.clone());
         let message = &ring.lines()[0].message;
-        let kept = message.strip_suffix(TRUNCATION_MARK).expect("marked");
-        assert_eq!(kept.len(), MAX_MESSAGE_BYTES);
+        let kept = message.strip_suffix(&truncation_mark(long.len())).expect("marked with the original size");
+        assert_eq!(kept.len(), DEFAULT_LINE_MAX_BYTES);
         assert!(kept.chars().all(|c| c == 'é'));
 
-        let exact = "x".repeat(MAX_MESSAGE_BYTES);
+        let exact = "x".repeat(DEFAULT_LINE_MAX_BYTES);
         ring.push(LogLevel::Warn, exact.clone());
         assert_eq!(ring.lines()[1].message, exact);
+
+        // Cutting inside a multi-byte character backs off to its start.
+        let cut = truncate_message("aé".into(), 2);
+        assert_eq!(cut, format!("a{}", truncation_mark(3)));
+    }
+
+    #[test]
+    fn a_20_mib_line_is_kept_as_8_kib_and_its_buffer_is_freed() {
+        let ring = LogRing::default();
+        let huge = "x".repeat(20 << 20);
+        ring.push(LogLevel::Log, huge);
+        let line = &ring.lines()[0].message;
+        assert_eq!(line.len(), DEFAULT_LINE_MAX_BYTES + truncation_mark(20 << 20).len());
+        assert!(line.ends_with("… [truncated, 20971520 bytes]"), "{}", &line[line.len() - 40..]);
+        assert!(ring.bytes() <= DEFAULT_LINE_MAX_BYTES + MAX_MARK_BYTES + LINE_OVERHEAD_BYTES);
+        // The kept string is a right-sized copy, not the 20 MiB buffer cut short.
+        let kept = truncate_message("y".repeat(20 << 20), DEFAULT_LINE_MAX_BYTES);
+        assert!(kept.capacity() < 2 * DEFAULT_LINE_MAX_BYTES, "capacity {}", kept.capacity());
+    }
+
+    #[test]
+    fn many_large_lines_keep_the_ring_under_its_byte_cap() {
+        let ring = LogRing::new(10_000);
+        let limits = LogLimits { line_max_bytes: 1000, ring_bytes: 20_000 };
+        limits.validate().unwrap();
+        ring.set_limits(limits);
+        for i in 0..1_000 {
+            ring.push(LogLevel::Info, format!("{i:04}{}", "z".repeat(5_000)));
+            assert!(ring.bytes() <= limits.ring_bytes, "line {i}: {} bytes", ring.bytes());
+        }
+        let lines = ring.lines();
+        let cost: usize = lines.iter().map(|l| l.message.len() + LINE_OVERHEAD_BYTES).sum();
+        assert_eq!(ring.bytes(), cost, "the running total matches the lines kept");
+        assert!(lines.len() >= limits.ring_bytes / limits.max_line_cost(), "kept {} lines", lines.len());
+        assert!(lines.last().unwrap().message.starts_with("0999"), "the newest line is kept");
+
+        // Small lines are bounded by the line capacity instead.
+        let ring = LogRing::new(5);
+        for i in 0..50 {
+            ring.push(LogLevel::Info, format!("{i}"));
+        }
+        assert_eq!(ring.len(), 5);
+        assert_eq!(ring.bytes(), ring.lines().iter().map(|l| l.message.len() + LINE_OVERHEAD_BYTES).sum::<usize>());
+
+        // Lowering the budget drops the oldest lines at once.
+        let ring = LogRing::new(100);
+        for _ in 0..50 {
+            ring.push(LogLevel::Info, "w".repeat(500));
+        }
+        ring.set_limits(LogLimits { line_max_bytes: 100, ring_bytes: 2_000 });
+        assert!(ring.bytes() <= 2_000);
+        ring.clear();
+        assert_eq!(ring.bytes(), 0);
+    }
+
+    #[test]
+    fn limits_must_hold_one_full_line() {
+        assert!(LogLimits::default().validate().is_ok());
+        assert!(LogLimits { line_max_bytes: 0, ring_bytes: 1 << 20 }.validate().is_err());
+        let tight = LogLimits { line_max_bytes: 8192, ring_bytes: 8192 };
+        assert!(tight.validate().unwrap_err().contains("log_ring_bytes"));
+        assert!(LogLimits { ring_bytes: tight.max_line_cost(), ..tight }.validate().is_ok());
     }
 
     #[test]
