@@ -6,7 +6,22 @@ use prometheus::{
     TextEncoder,
 };
 
-use crate::registry::resolver::CacheCounters;
+/// Cache hit and miss counters of the selector resolver, reported by
+/// `/metrics`.
+#[derive(Debug, Clone)]
+pub struct CacheCounters {
+    /// Lookups answered from the cache.
+    pub hits: IntCounter,
+    /// Lookups that had to resolve against the registry.
+    pub misses: IntCounter,
+}
+
+/// Lifecycle actions counted per revision in `strategy_revision_instances_total`.
+pub const REVISION_ACTIONS: [&str; 4] = ["start", "stop", "fail", "refresh"];
+
+/// The `reason` labels of `strata_ws_disconnects_total`, one per way a
+/// WebSocket connection ends (`stream::ws::Ended::reason`).
+pub const WS_DISCONNECT_REASONS: [&str; 4] = ["client_gone", "send_timeout", "idle", "shutdown"];
 
 /// Every metric the daemon exports.
 #[derive(Debug, Clone)]
@@ -160,8 +175,8 @@ impl Metrics {
         .expect("valid metric");
         // Every reason exported from the start (at 0), so rates and alerts
         // on one have a series before its first disconnect.
-        for reason in crate::stream::ws::Ended::ALL {
-            ws_disconnects.with_label_values(&[reason.reason()]);
+        for reason in WS_DISCONNECT_REASONS {
+            ws_disconnects.with_label_values(&[reason]);
         }
         for collector in [
             Box::new(refresh_results.clone()) as Box<dyn prometheus::core::Collector>,
@@ -210,7 +225,7 @@ impl Metrics {
     /// follows the registry instead of growing forever.
     pub fn forget_revision(&self, strategy: &str, hash: &str) {
         let _ = self.revision_instances.remove_label_values(&[strategy, hash]);
-        for action in crate::usage::ACTIONS {
+        for action in REVISION_ACTIONS {
             let _ = self.revision_actions.remove_label_values(&[strategy, hash, action]);
         }
     }

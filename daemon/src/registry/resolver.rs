@@ -20,15 +20,7 @@ use strata_shared::names::LATEST_TAG;
 use strata_shared::{HashRef, Selector};
 
 use super::state::{Change, Dependence, RegistryState, ResolveError, Resolved};
-
-/// Cache hit and miss counters, reported by `/metrics`.
-#[derive(Debug, Clone)]
-pub struct CacheCounters {
-    /// Lookups answered from the cache.
-    pub hits: prometheus::IntCounter,
-    /// Lookups that had to resolve against the registry.
-    pub misses: prometheus::IntCounter,
-}
+use crate::metrics::CacheCounters;
 
 /// The resolver cache.
 #[derive(Debug)]

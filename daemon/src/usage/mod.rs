@@ -75,9 +75,6 @@ pub struct Persisted {
     pub removed: bool,
 }
 
-/// Lifecycle actions counted per revision in `strategy_revision_instances_total`.
-pub const ACTIONS: [&str; 4] = ["start", "stop", "fail", "refresh"];
-
 #[derive(Debug, Default)]
 struct Inner {
     entries: HashMap<Key, Entry>,

@@ -372,3 +372,8 @@ async fn a_client_ping_is_answered_with_its_payload_and_a_close_ends_the_connect
     assert_eq!(ended, Ended::ClientGone);
     assert_eq!(f.metrics.ws_subscribers.get(), 0);
 }
+
+#[test]
+fn every_way_a_connection_ends_has_its_metric_label() {
+    assert_eq!(Ended::ALL.map(Ended::reason), crate::metrics::WS_DISCONNECT_REASONS);
+}
