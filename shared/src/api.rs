@@ -622,8 +622,13 @@ pub struct UsageResponse {
     pub limit: usize,
 }
 
+/// The most strategy names and hashes one request may list together (a
+/// refresh's targets; a WebSocket `subscribe` has the same bound). More is a
+/// 400: matching work grows with the list.
+pub const MAX_TARGETS: usize = 10_000;
+
 /// `POST /strategies/refresh`: which instances to re-resolve (both empty =
-/// every instance).
+/// every instance; at most [`MAX_TARGETS`] entries together).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RefreshRequest {

@@ -268,7 +268,7 @@ impl Delta {
 
 /// The most entries (strategy names and hashes together) one `subscribe`
 /// may hold (SPEC §8). More is refused with an error message.
-pub const MAX_SUBSCRIPTION_ENTRIES: usize = 10_000;
+pub const MAX_SUBSCRIPTION_ENTRIES: usize = crate::api::MAX_TARGETS;
 
 /// A subscription filter: strategy names and hash prefixes (`sha256:<hex…>`).
 ///

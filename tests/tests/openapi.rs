@@ -219,7 +219,9 @@ async fn query_parameters_and_path_patterns_are_documented_and_match_what_the_da
     // Path parameters: the patterns accept what the daemon serves and refuse
     // what it answers 400 for.
     let hex = hash.trim_start_matches("sha256:");
-    let cases: &[(&str, &str, &str, &[&str], &[&str])] = &[
+    // (method, template, parameter, values it accepts, values it refuses)
+    type Case<'a> = (&'a str, &'a str, &'a str, &'a [&'a str], &'a [&'a str]);
+    let cases: &[Case] = &[
         (
             "get",
             "/strategies/modules/{selector}",

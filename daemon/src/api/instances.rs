@@ -3,8 +3,8 @@
 use schemars::JsonSchema;
 use serde::Deserialize;
 use strata_shared::api::{
-    BatchResponse, CreateInstanceRequest, InstanceDeleted, InstanceState, InstancesPage, ProviderInfo, ProviderList,
-    RefreshRequest, RefreshResponse, RepinRequest, UpdateInstanceRequest,
+    BatchResponse, CreateInstanceRequest, InstanceDeleted, InstanceState, InstancesPage, MAX_TARGETS, ProviderInfo,
+    ProviderList, RefreshRequest, RefreshResponse, RepinRequest, UpdateInstanceRequest,
 };
 use warp::Filter;
 use warp::filters::BoxedFilter;
@@ -191,6 +191,12 @@ async fn refresh(daemon: Daemon, body: bytes::Bytes) -> ApiResult {
     ensure_ready(&daemon)?;
     let request: RefreshRequest =
         if body.iter().all(u8::is_ascii_whitespace) { RefreshRequest::default() } else { json(&body)? };
+    let targets = request.hashes.len() + request.strategies.len();
+    if targets > MAX_TARGETS {
+        return Err(ApiError::bad_request(format!(
+            "a refresh lists at most {MAX_TARGETS} strategies and hashes together; this one has {targets}"
+        )));
+    }
     let results = daemon
         .blocking(move |d| -> Result<_, ApiError> {
             let reread = match d.instances().refresh_scope(&request) {
