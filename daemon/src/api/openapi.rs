@@ -67,12 +67,21 @@ pub struct RouteDoc {
     /// Another success status with the same body (an upload of bytes
     /// already stored answers 200 instead of 201).
     pub also: Option<u16>,
+    /// Whether the request body may be left out (a refresh without one
+    /// targets every instance).
+    pub body_optional: bool,
 }
 
 impl RouteDoc {
     /// Documents the route's query string with `T`'s schema.
     const fn with_query(mut self, query: SchemaFn) -> Self {
         self.query = Some(query);
+        self
+    }
+
+    /// Documents the request body as optional.
+    const fn optional_body(mut self) -> Self {
+        self.body_optional = true;
         self
     }
 
@@ -96,7 +105,7 @@ const fn doc(
     request: Option<SchemaFn>,
     response: Body,
 ) -> RouteDoc {
-    RouteDoc { method, template, summary, status, request, response, query: None, also: None }
+    RouteDoc { method, template, summary, status, request, response, query: None, also: None, body_optional: false }
 }
 
 /// Every route, in the order of `docs/api.md`.
@@ -209,11 +218,12 @@ pub const ROUTES: &[RouteDoc] = &[
     doc(
         "POST",
         "/strategies/refresh",
-        "Full or targeted refresh",
+        "Full or targeted refresh (no body: every instance)",
         200,
         Some(schema::<RefreshRequest>),
         Body::Json(schema::<RefreshResponse>),
-    ),
+    )
+    .optional_body(),
     doc(
         "GET",
         "/strategies/registry",
@@ -286,14 +296,27 @@ pub fn methods_of(path: &str) -> Vec<&'static str> {
     let mut methods: Vec<&'static str> = Vec::new();
     for route in ROUTES {
         let template: Vec<&str> = route.template.trim_start_matches('/').split('/').collect();
-        let matches = template.len() == segments.len()
-            && template.iter().zip(&segments).all(|(t, s)| if t.starts_with('{') { !s.is_empty() } else { t == s });
+        let matches =
+            template.len() == segments.len() && template.iter().zip(&segments).all(|(t, s)| segment_matches(t, s));
         if matches && !methods.contains(&route.method) {
             methods.push(route.method);
         }
     }
     methods
 }
+
+/// Whether a path segment fills a template segment: a literal equals it,
+/// `{action}` is one of the actions, any other parameter is not empty.
+fn segment_matches(template: &str, segment: &str) -> bool {
+    match template {
+        "{action}" => ACTIONS.contains(&segment),
+        t if t.starts_with('{') => !segment.is_empty(),
+        t => t == segment,
+    }
+}
+
+/// What `{action}` in `/strategy/instances/{id}/{action}` may be.
+const ACTIONS: [&str; 3] = ["start", "stop", "restart"];
 
 /// Whether `method template` is documented.
 pub fn documented(method: &str, template: &str) -> bool {
@@ -316,7 +339,7 @@ const SELECTOR_PATTERN: &str = "^([a-z0-9][a-z0-9._-]{0,63}(:[A-Za-z0-9][A-Za-z0
 /// A path parameter, with the syntax the handler accepts.
 fn parameter(name: &str) -> Value {
     let schema = match name {
-        "action" => json!({"type": "string", "enum": ["start", "stop", "restart"]}),
+        "action" => json!({"type": "string", "enum": ACTIONS}),
         "name" => json!({"type": "string", "pattern": NAME_PATTERN}),
         "tag" => json!({"type": "string", "pattern": TAG_PATTERN}),
         "id" => json!({"type": "string", "pattern": ID_PATTERN}),
@@ -433,7 +456,7 @@ fn operation(route: &RouteDoc, generator: &mut SchemaGenerator, error: &Schema) 
     });
     if let Some(request) = route.request {
         op["requestBody"] = json!({
-            "required": true,
+            "required": !route.body_optional,
             "content": {"application/json": {"schema": request(generator)}},
         });
     }
@@ -496,6 +519,20 @@ mod tests {
         let usage = &document["paths"]["/strategies/modules/{selector}/usage"]["get"];
         assert_eq!(usage["parameters"][0]["name"], "selector");
         assert!(document["paths"]["/strategy/instances/{id}/{action}"]["post"]["security"].is_array());
+        let refresh = &document["paths"]["/strategies/refresh"]["post"]["requestBody"];
+        assert_eq!(refresh["required"], false, "no body = every instance");
+        assert_eq!(document["paths"]["/strategy/instances"]["post"]["requestBody"]["required"], true);
+    }
+
+    #[test]
+    fn the_methods_of_a_path_are_those_of_the_templates_it_fills() {
+        assert_eq!(methods_of("/strategies"), ["GET"]);
+        assert_eq!(methods_of("/strategies/modules/momentum:prod"), ["PUT", "GET", "DELETE"]);
+        assert_eq!(methods_of("/strategy/instances/a1/logs"), ["GET"], "logs is not an {{action}}");
+        assert_eq!(methods_of("/strategy/instances/a1/stop"), ["POST"]);
+        assert!(methods_of("/strategy/instances/a1/pause").is_empty());
+        assert!(methods_of("/strategies/modules/").is_empty(), "an empty segment fills no parameter");
+        assert!(methods_of("/nowhere").is_empty());
     }
 
     fn component<'a>(document: &'a Value, reference: &Value) -> &'a Value {
