@@ -267,17 +267,20 @@ pub struct UsageEntry {
     pub hash: RevisionHash,
     /// Running instances.
     pub count: usize,
-    /// Ids of the running instances.
+    /// Ids of the running instances (absent in an export = none listed).
+    #[serde(default)]
     pub instances: Vec<String>,
-    /// First time any instance ran it.
-    #[serde(with = "time::serde::rfc3339::option")]
+    /// First time any instance ran it (absent = never).
+    #[serde(default, with = "time::serde::rfc3339::option")]
     #[schemars(with = "Option<crate::schema::Rfc3339>")]
     pub first_seen: Option<OffsetDateTime>,
-    /// Last time an instance was seen running it.
-    #[serde(with = "time::serde::rfc3339::option")]
+    /// Last time an instance was seen running it (absent = never).
+    #[serde(default, with = "time::serde::rfc3339::option")]
     #[schemars(with = "Option<crate::schema::Rfc3339>")]
     pub last_seen: Option<OffsetDateTime>,
-    /// No instance runs it, no tag points at it, and the grace period is over.
+    /// No instance runs it, no tag points at it, and the grace period is
+    /// over (absent = not retired).
+    #[serde(default)]
     pub retired: bool,
     /// Whether an instance pinned to it follows a selector that now
     /// resolves elsewhere.
@@ -301,11 +304,15 @@ pub struct LoadErrorInfo {
 /// `GET /strategies/registry`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct RegistryExport {
-    /// `registry.json` as the daemon last read or wrote it.
+    /// `registry.json` as the daemon last read or wrote it (absent in an
+    /// export read back = `null`: `stratad bootstrap --usage` needs only
+    /// `usage`).
+    #[serde(default)]
     pub registry: serde_json::Value,
     /// One entry per loaded revision, zero-usage ones included.
     pub usage: Vec<UsageEntry>,
-    /// Entries that failed to load.
+    /// Entries that failed to load (absent = none).
+    #[serde(default)]
     pub errors: Vec<LoadErrorInfo>,
 }
 
@@ -543,9 +550,11 @@ pub struct InstanceDeleted {
 pub struct UsageSummary {
     /// Running instances.
     pub count: usize,
-    /// Instances tracked on the revision: running plus those that ran it and
-    /// are now stopped.
-    pub instances: usize,
+    /// Instances that ran it and are not running it now: stopped (or failed)
+    /// ones still pinned to it and those re-pinned away from it (what
+    /// `includeStopped` adds to the page). A field named `instances` is
+    /// always a list in this API, never a number (SPEC §3).
+    pub stopped: usize,
     /// First time any instance ran it.
     #[serde(with = "time::serde::rfc3339::option")]
     #[schemars(with = "Option<crate::schema::Rfc3339>")]
@@ -613,8 +622,13 @@ pub struct UsageResponse {
     pub limit: usize,
 }
 
+/// The most strategy names and hashes one request may list together (a
+/// refresh's targets; a WebSocket `subscribe` has the same bound). More is a
+/// 400: matching work grows with the list.
+pub const MAX_TARGETS: usize = 10_000;
+
 /// `POST /strategies/refresh`: which instances to re-resolve (both empty =
-/// every instance).
+/// every instance; at most [`MAX_TARGETS`] entries together).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RefreshRequest {

@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod hash;
+pub mod json;
 pub mod metadata;
 pub mod names;
 pub mod schema;

@@ -14,6 +14,10 @@ use serde::{Deserialize, Serialize};
 /// explicitly sets `dry_run` to `false`.
 pub const DRY_RUN_FIELD: &str = "dry_run";
 
+/// The most config fields a module may declare (SPEC §8: metadata is
+/// bounded). The implicit [`DRY_RUN_FIELD`] is not counted.
+pub const MAX_CONFIG_FIELDS: usize = 256;
+
 /// Validated metadata of one strategy revision.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -57,6 +61,12 @@ pub struct ConfigField {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
 }
+
+/// The largest integer an `int` config field accepts, `2^53 - 1`
+/// (JavaScript's `Number.MAX_SAFE_INTEGER`); its negation is the smallest.
+/// Beyond it a double cannot hold every integer, so the strategy would see
+/// another number than the one configured.
+pub const MAX_SAFE_INTEGER: i64 = (1 << 53) - 1;
 
 /// Type of a config field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
@@ -106,7 +116,9 @@ impl ConfigType {
     }
 
     /// Whether `value` is a valid value (or default) for a field of this
-    /// type: `bool` a boolean, `int` a number without fractional part,
+    /// type: `bool` a boolean, `int` a number without fractional part whose
+    /// magnitude is at most [`MAX_SAFE_INTEGER`] (so that JavaScript, which
+    /// holds numbers as doubles, reads exactly the value given),
     /// `float`/`number` any number, `string` a string, `duration` a string
     /// accepted by [`parse_duration`] or a non-negative number of
     /// milliseconds.
@@ -114,9 +126,11 @@ impl ConfigType {
         use serde_json::Value;
         match (self, value) {
             (ConfigType::Bool, Value::Bool(_)) => true,
-            (ConfigType::Int, Value::Number(n)) => {
-                n.is_i64() || n.is_u64() || n.as_f64().is_some_and(|f| f.fract() == 0.0)
-            }
+            (ConfigType::Int, Value::Number(n)) => match (n.as_i64(), n.as_f64()) {
+                (Some(i), _) => i.unsigned_abs() <= MAX_SAFE_INTEGER as u64,
+                (None, Some(f)) => f.fract() == 0.0 && f.abs() <= MAX_SAFE_INTEGER as f64,
+                (None, None) => false,
+            },
             (ConfigType::Float | ConfigType::Number, Value::Number(_)) => true,
             (ConfigType::String, Value::String(_)) => true,
             (ConfigType::Duration, Value::Number(n)) => n.as_f64().is_some_and(|f| f >= 0.0),
@@ -353,7 +367,16 @@ mod tests {
             (Int, json!(-3), true),
             (Int, json!(2.0), true),
             (Int, json!(2.5), false),
+            (Int, json!(1.5), false),
             (Int, json!("2"), false),
+            (Int, json!(9_007_199_254_740_991_i64), true),
+            (Int, json!(-9_007_199_254_740_991_i64), true),
+            (Int, json!(9_007_199_254_740_992_i64), false),
+            (Int, json!(-9_007_199_254_740_992_i64), false),
+            (Int, json!(i64::MAX), false),
+            (Int, json!(u64::MAX), false),
+            (Int, json!(1e300), false),
+            (Int, json!(9_007_199_254_740_992.0), false),
             (Float, json!(2.5), true),
             (Number, json!(7), true),
             (Number, json!("7"), false),

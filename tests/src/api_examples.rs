@@ -491,6 +491,7 @@ async fn registry_and_selectors(s: &mut Session, d: &TestDaemon) {
     s.expect(d, 400, get("/strategy/instances?state=paused")).await;
     s.expect(d, 200, get("/strategy/instances?hash=sha256:deadbeef").pick(&["total"])).await;
     s.expect(d, 400, get("/strategy/instances?bogus=1")).await;
+    s.expect(d, 400, get("/strategy/instances?strategy=Momentum!")).await;
 }
 
 async fn uploads(s: &mut Session, d: &TestDaemon) {
@@ -505,7 +506,7 @@ async fn uploads(s: &mut Session, d: &TestDaemon) {
 
     s.example("upload");
     s.expect(d, 201, post("/strategies/modules", json!({"source": HELLO}))).await;
-    s.expect(d, 201, post("/strategies/modules", json!({"source": HELLO}))).await;
+    s.expect(d, 200, post("/strategies/modules", json!({"source": HELLO}))).await;
     let again = hello_variant("Hello again", true);
     let body = json!({"source": again, "tag": "v2", "aliases": ["canary"], "promoteLatest": false});
     s.expect(d, 201, post("/strategies/modules", body)).await;

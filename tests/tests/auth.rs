@@ -21,6 +21,14 @@ async fn mutating_requests_need_the_token_and_reads_do_not() {
     }
     let response = d.client.post(&url).bearer_auth("s3cret-token").json(&upload).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::CREATED);
+    // RFC 7235: the scheme is case-insensitive (same bytes again: 200).
+    for scheme in ["bearer", "BEARER", "bEaReR"] {
+        let header = format!("{scheme} s3cret-token");
+        let response = d.client.post(&url).header("authorization", &header).json(&upload).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{header}");
+    }
+    let ws = d.client.get(format!("{}/ws", d.url)).header("authorization", "bearer s3cret-token").send().await.unwrap();
+    assert_eq!(ws.status(), StatusCode::UPGRADE_REQUIRED, "the token is accepted on /ws too (then: not an upgrade)");
 
     for path in ["/healthz", "/strategies", "/strategies/modules/guarded", "/strategy/instances", "/metrics"] {
         let (status, _) = d.get(path).await;

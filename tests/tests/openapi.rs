@@ -87,8 +87,11 @@ fn violations(document: &Value, schema: &Value, instance: &Value) -> Vec<String>
 /// the success response's, or the error envelope for any other status.
 fn answer_schema<'a>(document: &'a Value, route: &RouteDoc, status: u16, media: &str) -> &'a Value {
     let op = &document["paths"][route.template][route.method.to_ascii_lowercase()];
-    let response =
-        if status == route.status { &op["responses"][status.to_string()] } else { &op["responses"]["default"] };
+    let response = if route.statuses().any(|s| s == status) {
+        &op["responses"][status.to_string()]
+    } else {
+        &op["responses"]["default"]
+    };
     let schema = &response["content"][media]["schema"];
     assert!(schema.is_object(), "{} {} documents no {media} answer for {status}", route.method, route.template);
     schema
@@ -169,4 +172,77 @@ async fn the_schema_check_rejects_wrong_bodies() {
     assert!(violations(&document, upload, &json!({"source": "x", "tag": "v1"})).is_empty());
     assert!(!violations(&document, upload, &json!({"source": "x", "name": "hello"})).is_empty(), "unknown field");
     assert!(!violations(&document, upload, &json!({"tag": "v1"})).is_empty(), "source is required");
+}
+
+/// The schema of parameter `name` (path or query) of `method template`.
+fn parameter_schema<'a>(document: &'a Value, method: &str, template: &str, name: &str) -> &'a Value {
+    let parameters = document["paths"][template][method]["parameters"].as_array().expect("parameters");
+    let parameter = parameters.iter().find(|p| p["name"] == name);
+    &parameter.unwrap_or_else(|| panic!("{method} {template} does not document {name}"))["schema"]
+}
+
+#[tokio::test]
+async fn query_parameters_and_path_patterns_are_documented_and_match_what_the_daemon_accepts() {
+    let d = TestDaemon::start().await;
+    let hash = d.upload(&module("doc", 1), "v1").await;
+    let (_, document) = d.get("/openapi.json").await;
+
+    // Every query parameter of every route, with its type.
+    let queries: &[(&str, &str, &[&str])] = &[
+        ("get", "/strategies/modules", &["strategy", "hash", "runningOnly", "limit", "offset"]),
+        ("get", "/strategies/modules/{selector}/usage", &["limit", "offset", "includeStopped"]),
+        ("delete", "/strategies/modules/{name}/tags/{tag}", &["allowOrphan"]),
+        ("get", "/strategies/registry", &["format"]),
+        ("get", "/strategy/instances", &["strategy", "hash", "state", "drift", "limit", "offset"]),
+        ("get", "/ws", &["since"]),
+    ];
+    for (method, template, names) in queries {
+        let parameters = document["paths"][template][method]["parameters"].as_array().unwrap();
+        let documented: Vec<&str> =
+            parameters.iter().filter(|p| p["in"] == "query").map(|p| p["name"].as_str().unwrap()).collect();
+        assert_eq!(documented, *names, "{method} {template}");
+        for parameter in parameters.iter().filter(|p| p["in"] == "query") {
+            assert_eq!(parameter["required"], false, "{method} {template} {}", parameter["name"]);
+            let schema = &parameter["schema"];
+            assert!(schema.get("type").is_some_and(|t| !t.is_array()) || schema.get("enum").is_some(), "{schema}");
+        }
+    }
+    assert_eq!(parameter_schema(&document, "get", "/strategy/instances", "limit")["type"], "integer");
+    assert_eq!(parameter_schema(&document, "get", "/strategies/modules", "runningOnly")["type"], "boolean");
+    let states = parameter_schema(&document, "get", "/strategy/instances", "state");
+    assert_eq!(states["enum"], json!(["stopped", "starting", "running", "stopping", "failed"]), "{states}");
+    assert_eq!(parameter_schema(&document, "get", "/strategies/registry", "format")["enum"], json!(["json", "csv"]));
+    // Routes without a query string document none.
+    let none = document["paths"]["/strategies"]["get"]["parameters"].as_array().unwrap();
+    assert!(none.is_empty(), "{none:?}");
+
+    // Path parameters: the patterns accept what the daemon serves and refuse
+    // what it answers 400 for.
+    let hex = hash.trim_start_matches("sha256:");
+    // (method, template, parameter, values it accepts, values it refuses)
+    type Case<'a> = (&'a str, &'a str, &'a str, &'a [&'a str], &'a [&'a str]);
+    let cases: &[Case] = &[
+        (
+            "get",
+            "/strategies/modules/{selector}",
+            "selector",
+            &["doc", "doc:v1", &format!("doc@{hash}"), &format!("doc@{}", &hex[..8]), &hash, &hex[..12]],
+            &["", "Doc", "doc:", "sha256:", "doc@xyz", "doc@1234567", "doc:v1@abc", "a b", "doc/x"],
+        ),
+        ("get", "/strategies/{name}", "name", &["doc", "mean-reversion", "a.b_c"], &["", "Doc", "-x", "a/b", "a:b"]),
+        ("put", "/strategies/modules/{name}/tags/{tag}", "tag", &["v1", "Prod", "1.2.0"], &["", "-x", "a:b", "a@b"]),
+        ("get", "/strategy/instances/{id}", "id", &["x", "alpha-1", "A.b_c"], &["", "a/b", "a b", &"x".repeat(129)]),
+    ];
+    for (method, template, name, good, bad) in cases {
+        let schema = parameter_schema(&document, method, template, name);
+        assert!(schema["pattern"].is_string(), "{template} {name}: {schema}");
+        for value in *good {
+            assert!(violations(&document, schema, &json!(value)).is_empty(), "{name} {value:?} should match {schema}");
+        }
+        for value in *bad {
+            assert!(!violations(&document, schema, &json!(value)).is_empty(), "{name} {value:?} should not match");
+        }
+    }
+    let (status, _) = d.get(&format!("/strategies/modules/doc@{}", &hex[..8])).await;
+    assert_eq!(status, StatusCode::OK);
 }

@@ -397,3 +397,44 @@ async fn the_token_guards_the_stream_and_a_bad_since_is_a_400() {
         .unwrap();
     assert_eq!(old_version.status(), StatusCode::UPGRADE_REQUIRED, "only version 13 is spoken");
 }
+
+#[tokio::test]
+async fn a_subscription_of_ten_thousand_prefixes_is_served_and_one_more_is_refused() {
+    let d = quiet_daemon().await;
+    let grid = d.upload(&module("grid", 1), "v1").await;
+    let mut ws = connect(&d, "").await;
+    snapshot(&mut ws).await;
+
+    // 9,999 prefixes that match nothing, and grid's: the filter still keeps grid.
+    let mut hashes: Vec<String> = (0..9_999u32).map(|i| format!("{:08x}{:04x}", 0xf00d_0000u32 + i, i)).collect();
+    hashes.push(grid[7..19].to_owned());
+    let started = std::time::Instant::now();
+    ws.send(Message::text(json!({"type": "subscribe", "hashes": hashes}).to_string())).await.unwrap();
+    let ServerMessage::Subscribed { hashes: kept, .. } = next(&mut ws).await else { panic!("subscribed expected") };
+    assert_eq!(kept.len(), 10_000);
+    let (status, _) = d.get("/healthz").await;
+    assert_eq!(status, StatusCode::OK);
+    d.create_instance("g", "grid", true).await;
+    let kept: Vec<(DeltaKind, Option<String>)> = deltas_until(&mut ws, DeltaKind::InstanceStarted)
+        .await
+        .into_iter()
+        .map(|delta| (delta.kind, delta.instance_id))
+        .collect();
+    let g = Some("g".to_owned());
+    assert_eq!(kept, [(DeltaKind::InstanceCreated, g.clone()), (DeltaKind::InstanceStarted, g)]);
+    println!("10,000-prefix subscription acknowledged and matched in {:?}", started.elapsed());
+
+    hashes.push("0123456789ab".into());
+    ws.send(Message::text(json!({"type": "subscribe", "hashes": hashes}).to_string())).await.unwrap();
+    let ServerMessage::Error { error } = next(&mut ws).await else { panic!("error expected") };
+    assert_eq!(error, "a subscription holds at most 10000 strategies and hashes together; this one has 10001");
+    // The previous filter stays: grid's deltas still come.
+    action(&d, "g", "stop").await;
+    let stopped = delta(&mut ws).await;
+    assert_eq!((stopped.kind, stopped.instance_id.as_deref()), (DeltaKind::InstanceStopped, Some("g")));
+
+    // The same bound on a refresh's targets over HTTP: a 400.
+    let (status, body) = d.post("/strategies/refresh", json!({"hashes": hashes})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body["error"].as_str().unwrap_or_default().contains("at most 10000"), "{body}");
+}

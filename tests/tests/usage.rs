@@ -38,7 +38,15 @@ async fn usage_follows_every_lifecycle_transition() {
     assert_eq!((usage["usage"]["count"].clone(), ids(&usage)), (json!(1), vec!["a"]));
     let (_, usage) = d.get(&format!("/strategies/modules/{pinned}/usage?includeStopped=true")).await;
     assert_eq!(ids(&usage), ["a", "b", "never"], "running first, then the others pinned to it (started or not)");
-    assert_eq!((usage["usage"]["instances"].clone(), usage["usage"]["pinned"].clone()), (json!(3), json!(3)));
+    // SPEC §3: `count` running, `stopped` the others `includeStopped` lists;
+    // `instances` is the page (a list), never a number in the summary.
+    let summary = &usage["usage"];
+    assert_eq!(
+        (summary["count"].clone(), summary["stopped"].clone(), summary["pinned"].clone()),
+        (json!(1), json!(2), json!(3))
+    );
+    assert_eq!(usage["total"], 3, "count + stopped");
+    assert!(summary.get("instances").is_none(), "no number named instances: {summary}");
     let (_, usage) = d.get(&format!("/strategies/modules/{pinned}/usage?includeStopped=true&limit=1&offset=1")).await;
     assert_eq!((ids(&usage), usage["total"].clone(), usage["limit"].clone()), (vec!["b"], json!(3), json!(1)));
 

@@ -39,8 +39,9 @@ pub struct Cli {
     /// Base URL of the daemon.
     #[arg(long, default_value = "http://127.0.0.1:8880")]
     pub url: String,
-    /// Bearer token, when the daemon requires one.
-    #[arg(long, env = "STRATA_TOKEN")]
+    /// Bearer token, when the daemon requires one. `--help` names the
+    /// variable but never shows its value.
+    #[arg(long, env = "STRATA_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// Hide every action: browse only.
     #[arg(long)]

@@ -1,10 +1,8 @@
 //! The error envelope: every failure answers `{"status":"error","error":…}`
 //! with a status code that says what kind of failure it was.
 
-use std::convert::Infallible;
-
 use strata_shared::api::{ErrorBody, VALIDATION_FAILED};
-use warp::http::StatusCode;
+use warp::http::{HeaderValue, Method, StatusCode, header};
 use warp::reply::Response;
 use warp::{Rejection, Reply};
 
@@ -117,23 +115,33 @@ pub struct Unauthorized;
 
 impl warp::reject::Reject for Unauthorized {}
 
-/// Turns warp's rejections into the error envelope.
-pub async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
+/// Turns warp's rejections into the error envelope. `path` and `method` are
+/// the request's: a path that exists answers a wrong method with 405 and an
+/// `Allow` header listing the methods it does serve (RFC 9110 §15.5.6).
+pub fn recover(rejection: &Rejection, path: &str, method: &Method) -> Response {
     let error = if rejection.find::<Unauthorized>().is_some() {
         ApiError::new(StatusCode::UNAUTHORIZED, "a valid bearer token is required for this request")
-    } else if rejection.is_not_found() {
-        ApiError::new(StatusCode::NOT_FOUND, "no such route")
     } else if let Some(PayloadTooLarge(limit)) = rejection.find() {
         ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("request body is larger than {limit} bytes"))
     } else if let Some(e) = rejection.find::<warp::reject::InvalidQuery>() {
         ApiError::bad_request(format!("invalid query string: {e}"))
-    } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
-        ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this route")
+    } else if rejection.is_not_found() || rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
+        let allowed = super::openapi::methods_of(path);
+        if allowed.is_empty() || allowed.contains(&method.as_str()) {
+            ApiError::new(StatusCode::NOT_FOUND, "no such route")
+        } else {
+            let allow = allowed.join(", ");
+            let message = format!("method {method} is not allowed on {path}; allowed: {allow}");
+            let mut response = ApiError::new(StatusCode::METHOD_NOT_ALLOWED, message).into_response();
+            let value = HeaderValue::from_str(&allow).expect("method names are valid header values");
+            response.headers_mut().insert(header::ALLOW, value);
+            return response;
+        }
     } else if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
         ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "request body is too large")
     } else {
         tracing::warn!(?rejection, "unhandled rejection");
         ApiError::bad_request(format!("{rejection:?}"))
     };
-    Ok(error.into_response())
+    error.into_response()
 }

@@ -1,9 +1,10 @@
 //! Instance endpoints: `/strategy/instances…`, `/strategies/refresh` and `/providers`.
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 use strata_shared::api::{
-    BatchResponse, CreateInstanceRequest, InstanceDeleted, InstanceState, InstancesPage, ProviderInfo, ProviderList,
-    RefreshRequest, RefreshResponse, RepinRequest, UpdateInstanceRequest,
+    BatchResponse, CreateInstanceRequest, InstanceDeleted, InstanceState, InstancesPage, MAX_TARGETS, ProviderInfo,
+    ProviderList, RefreshRequest, RefreshResponse, RepinRequest, UpdateInstanceRequest,
 };
 use warp::Filter;
 use warp::filters::BoxedFilter;
@@ -80,14 +81,24 @@ fn ensure_ready(daemon: &Daemon) -> Result<(), ApiError> {
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// `GET /strategy/instances` query string.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct ListQuery {
+pub(super) struct ListQuery {
+    /// Only instances of this strategy (a strategy name; a malformed one is a 400).
+    #[schemars(pattern(super::openapi::NAME_PATTERN))]
     strategy: Option<String>,
+    /// Only instances pinned to this hash: `sha256:<hex>`, bare hex, or a
+    /// prefix of at least 8 hex digits.
+    #[schemars(pattern(super::openapi::HASH_PATTERN))]
     hash: Option<String>,
+    /// Only instances in this state.
     state: Option<InstanceState>,
+    /// Only instances with (`true`) or without (`false`) drift.
     drift: Option<bool>,
+    /// Page size (default 100, capped at 1000).
     limit: Option<usize>,
+    /// Items to skip.
     #[serde(default)]
     offset: usize,
 }
@@ -95,6 +106,10 @@ struct ListQuery {
 async fn list(daemon: Daemon, query: Result<ListQuery, ApiError>) -> ApiResult {
     ensure_ready(&daemon)?;
     let query = query?;
+    // A malformed name is a 400 (SPEC §3.2), not a filter that matches nothing.
+    if let Some(name) = &query.strategy {
+        super::modules::validate_name(name)?;
+    }
     // Like `/strategies/modules?hash=`: a hash or prefix only; an unknown one
     // matches nothing.
     let hash = match &query.hash {
@@ -176,6 +191,12 @@ async fn refresh(daemon: Daemon, body: bytes::Bytes) -> ApiResult {
     ensure_ready(&daemon)?;
     let request: RefreshRequest =
         if body.iter().all(u8::is_ascii_whitespace) { RefreshRequest::default() } else { json(&body)? };
+    let targets = request.hashes.len() + request.strategies.len();
+    if targets > MAX_TARGETS {
+        return Err(ApiError::bad_request(format!(
+            "a refresh lists at most {MAX_TARGETS} strategies and hashes together; this one has {targets}"
+        )));
+    }
     let results = daemon
         .blocking(move |d| -> Result<_, ApiError> {
             let reread = match d.instances().refresh_scope(&request) {

@@ -18,6 +18,8 @@ use futures_util::{Stream, StreamExt};
 use serde::de::DeserializeOwned;
 use tokio::net::TcpListener;
 use warp::filters::BoxedFilter;
+use warp::filters::path::FullPath;
+use warp::http::Method;
 use warp::reply::Response;
 use warp::{Filter, Rejection};
 
@@ -49,7 +51,20 @@ fn disable_nagle(listener: &TcpListener) -> std::io::Result<()> {
 /// Every route, behind the bearer-token check, with the error envelope for
 /// anything that matches none.
 pub fn routes(daemon: Daemon) -> BoxedFilter<(Response,)> {
-    authorized(&daemon).and(all_routes(&daemon)).recover(error::recover).unify().boxed()
+    let served = authorized(&daemon)
+        .and(all_routes(&daemon))
+        .map(Ok::<Response, Rejection>)
+        .or_else(|rejection| async move { Ok::<_, Infallible>((Err(rejection),)) });
+    // The path and method are taken before routing so that a 405 can say
+    // which methods the path does allow.
+    warp::path::full()
+        .and(warp::method())
+        .and(served)
+        .map(|path: FullPath, method: Method, served: Result<Response, Rejection>| match served {
+            Ok(response) => response,
+            Err(rejection) => error::recover(&rejection, path.as_str(), &method),
+        })
+        .boxed()
 }
 
 fn all_routes(daemon: &Daemon) -> BoxedFilter<(Response,)> {
@@ -85,8 +100,16 @@ fn authorized(daemon: &Daemon) -> impl Filter<Extract = (), Error = Rejection> +
 /// true when none is configured). Constant-time in the token's bytes.
 fn token_matches(daemon: &Daemon, header: Option<&str>) -> bool {
     let Some(token) = daemon.config().token.as_deref() else { return true };
-    let given = header.and_then(|h| h.strip_prefix("Bearer ")).unwrap_or("");
+    let given = header.and_then(bearer_credentials).unwrap_or("");
     subtle::ConstantTimeEq::ct_eq(given.as_bytes(), token.as_bytes()).into()
+}
+
+/// The credentials of a `Bearer` `Authorization` header. The scheme is
+/// matched case-insensitively (RFC 7235 §2.1: `bearer x`, `BEARER x`), and
+/// the spaces between scheme and token are skipped.
+fn bearer_credentials(header: &str) -> Option<&str> {
+    let (scheme, credentials) = header.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| credentials.trim_start())
 }
 
 /// The result type of every handler.
@@ -187,9 +210,11 @@ pub(super) fn hash_filter(text: &str) -> Result<Selector, crate::registry::Resol
     }
 }
 
-/// Decodes a JSON body, answering 400 with serde's message on failure.
+/// Decodes a JSON body, answering 400 with serde's message on failure. Every
+/// handler decodes its body here, so every body is strict: a key repeated in
+/// any object is a 400 naming it ([`strata_shared::json`]).
 fn json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+    strata_shared::json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }
 
 /// Percent-decodes one path segment (warp hands them over raw).
@@ -209,6 +234,16 @@ fn json_reply<T: serde::Serialize>(status: warp::http::StatusCode, value: &T) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        for header in ["Bearer s3cret", "bearer s3cret", "BEARER s3cret", "bEaReR   s3cret", " Bearer s3cret "] {
+            assert_eq!(bearer_credentials(header), Some("s3cret"), "{header:?}");
+        }
+        for header in ["Basic s3cret", "Bearers3cret", "Bearer", "s3cret", "Token s3cret"] {
+            assert_ne!(bearer_credentials(header), Some("s3cret"), "{header:?}");
+        }
+    }
 
     #[tokio::test]
     async fn accepted_connections_inherit_tcp_nodelay_from_the_listener() {

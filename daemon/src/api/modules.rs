@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 use strata_shared::RevisionHash;
 use strata_shared::api::{
@@ -97,7 +98,7 @@ fn ensure_loaded(daemon: &Daemon) -> Result<(), ApiError> {
     }
 }
 
-fn validate_name(name: &str) -> Result<(), ApiError> {
+pub(super) fn validate_name(name: &str) -> Result<(), ApiError> {
     names::validate_strategy_name(name).map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
@@ -214,14 +215,23 @@ fn get_strategy(name: String, daemon: Daemon) -> ApiResult {
     Ok(json_reply(StatusCode::OK, &info))
 }
 
-#[derive(Debug, Deserialize)]
+/// `GET /strategies/modules` query string.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct ModulesQuery {
+pub(super) struct ModulesQuery {
+    /// Only this strategy (a strategy name; a malformed one is a 400).
+    #[schemars(pattern(super::openapi::NAME_PATTERN))]
     strategy: Option<String>,
+    /// Only the revision with this hash: `sha256:<hex>`, bare hex, or a
+    /// prefix of at least 8 hex digits.
+    #[schemars(pattern(super::openapi::HASH_PATTERN))]
     hash: Option<String>,
+    /// Only revisions with running instances.
     #[serde(default)]
     running_only: bool,
+    /// Page size (default 100, capped at 1000).
     limit: Option<usize>,
+    /// Items to skip.
     #[serde(default)]
     offset: usize,
 }
@@ -329,12 +339,16 @@ async fn get_source(selector: String, daemon: Daemon) -> ApiResult {
     Ok(warp::reply::with_header(bytes, "content-type", "application/javascript; charset=utf-8").into_response())
 }
 
-#[derive(Debug, Deserialize)]
+/// `GET /strategies/modules/{selector}/usage` query string.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct UsageQuery {
+pub(super) struct UsageQuery {
+    /// Page size (default 100, capped at 1000).
     limit: Option<usize>,
+    /// Items to skip.
     #[serde(default)]
     offset: usize,
+    /// List the instances that ran the revision and are stopped too.
     #[serde(default)]
     include_stopped: bool,
 }
@@ -372,7 +386,7 @@ async fn get_usage(selector: String, daemon: Daemon, query: Result<UsageQuery, A
         hash: revision.hash,
         usage: UsageSummary {
             count: summary.count,
-            instances: summary.tracked,
+            stopped: summary.tracked - summary.count,
             first_seen: summary.first_seen,
             last_seen: summary.last_seen,
             retired: summary.retired,
@@ -418,10 +432,12 @@ async fn upload(daemon: Daemon, selector: Option<String>, body: bytes::Bytes) ->
         expected_strategy,
     };
     let uploaded = daemon.blocking(move |d| d.registry().upload(upload)).await??;
-    // SPEC §3: an upload answers 201; `created` says whether the bytes were new.
+    // SPEC §3.2: a new revision answers 201; identical bytes create nothing
+    // and answer 200, with `created` saying which.
+    let status = if uploaded.created { StatusCode::CREATED } else { StatusCode::OK };
     let response =
         UploadResponse { name: uploaded.strategy, hash: uploaded.hash, tag: uploaded.tag, created: uploaded.created };
-    Ok(json_reply(StatusCode::CREATED, &response))
+    Ok(json_reply(status, &response))
 }
 
 async fn delete_module(selector: String, daemon: Daemon) -> ApiResult {
@@ -487,9 +503,11 @@ fn tag_response(changed: crate::registry::TagChanged) -> TagResponse {
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// `DELETE /strategies/modules/{name}/tags/{tag}` query string.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct DeleteTagQuery {
+pub(super) struct DeleteTagQuery {
+    /// Delete the tag even when no other tag points to its revision.
     #[serde(default)]
     allow_orphan: bool,
 }
@@ -502,9 +520,12 @@ async fn delete_tag(name: String, tag: String, daemon: Daemon, query: Result<Del
     Ok(json_reply(StatusCode::OK, &tag_response(changed)))
 }
 
-#[derive(Debug, Deserialize)]
+/// `GET /strategies/registry` query string.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct ExportQuery {
+pub(super) struct ExportQuery {
+    /// `json` (the default) or `csv`.
+    #[schemars(extend("enum" = ["json", "csv"]))]
     format: Option<String>,
 }
 

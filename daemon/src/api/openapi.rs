@@ -22,6 +22,9 @@ use strata_shared::api::{
 };
 use strata_shared::stream::{ClientMessage, ServerMessage};
 
+use super::instances::ListQuery;
+use super::modules::{DeleteTagQuery, ExportQuery, ModulesQuery, UsageQuery};
+use super::stream::StreamQuery;
 use crate::runtime::logs::LogLines;
 
 /// Adds a body type's schema to the generator and answers a `$ref` to it.
@@ -58,6 +61,40 @@ pub struct RouteDoc {
     pub request: Option<SchemaFn>,
     /// The answer.
     pub response: Body,
+    /// The query string's schema (the very struct the handler decodes it
+    /// into), if it takes one: each property is documented as a parameter.
+    pub query: Option<SchemaFn>,
+    /// Another success status with the same body (an upload of bytes
+    /// already stored answers 200 instead of 201).
+    pub also: Option<u16>,
+    /// Whether the request body may be left out (a refresh without one
+    /// targets every instance).
+    pub body_optional: bool,
+}
+
+impl RouteDoc {
+    /// Documents the route's query string with `T`'s schema.
+    const fn with_query(mut self, query: SchemaFn) -> Self {
+        self.query = Some(query);
+        self
+    }
+
+    /// Documents the request body as optional.
+    const fn optional_body(mut self) -> Self {
+        self.body_optional = true;
+        self
+    }
+
+    /// Documents a second success status with the same body.
+    const fn also(mut self, status: u16) -> Self {
+        self.also = Some(status);
+        self
+    }
+
+    /// The success statuses: the main one, then [`RouteDoc::also`]'s.
+    pub fn statuses(&self) -> impl Iterator<Item = u16> {
+        std::iter::once(self.status).chain(self.also)
+    }
 }
 
 const fn doc(
@@ -68,7 +105,7 @@ const fn doc(
     request: Option<SchemaFn>,
     response: Body,
 ) -> RouteDoc {
-    RouteDoc { method, template, summary, status, request, response }
+    RouteDoc { method, template, summary, status, request, response, query: None, also: None, body_optional: false }
 }
 
 /// Every route, in the order of `docs/api.md`.
@@ -92,23 +129,26 @@ pub const ROUTES: &[RouteDoc] = &[
         200,
         None,
         Body::Json(schema::<ModulesPage>),
-    ),
+    )
+    .with_query(schema::<ModulesQuery>),
     doc(
         "POST",
         "/strategies/modules",
-        "Upload a revision",
+        "Upload a revision (201 new, 200 when these bytes are already stored)",
         201,
         Some(schema::<UploadRequest>),
         Body::Json(schema::<UploadResponse>),
-    ),
+    )
+    .also(200),
     doc(
         "PUT",
         "/strategies/modules/{selector}",
-        "Upload a revision of that strategy",
+        "Upload a revision of that strategy (201 new, 200 when these bytes are already stored)",
         201,
         Some(schema::<UploadRequest>),
         Body::Json(schema::<UploadResponse>),
-    ),
+    )
+    .also(200),
     doc(
         "GET",
         "/strategies/modules/{selector}",
@@ -140,7 +180,8 @@ pub const ROUTES: &[RouteDoc] = &[
         200,
         None,
         Body::Json(schema::<UsageResponse>),
-    ),
+    )
+    .with_query(schema::<UsageQuery>),
     doc(
         "PUT",
         "/strategies/modules/{name}/tags/{tag}",
@@ -156,7 +197,8 @@ pub const ROUTES: &[RouteDoc] = &[
         200,
         None,
         Body::Json(schema::<TagResponse>),
-    ),
+    )
+    .with_query(schema::<DeleteTagQuery>),
     doc(
         "POST",
         "/strategies/modules/{selector}/restart",
@@ -176,11 +218,12 @@ pub const ROUTES: &[RouteDoc] = &[
     doc(
         "POST",
         "/strategies/refresh",
-        "Full or targeted refresh",
+        "Full or targeted refresh (no body: every instance)",
         200,
         Some(schema::<RefreshRequest>),
         Body::Json(schema::<RefreshResponse>),
-    ),
+    )
+    .optional_body(),
     doc(
         "GET",
         "/strategies/registry",
@@ -188,7 +231,8 @@ pub const ROUTES: &[RouteDoc] = &[
         200,
         None,
         Body::JsonOrText(schema::<RegistryExport>, "text/csv"),
-    ),
+    )
+    .with_query(schema::<ExportQuery>),
     doc(
         "GET",
         "/strategy/instances",
@@ -196,7 +240,8 @@ pub const ROUTES: &[RouteDoc] = &[
         200,
         None,
         Body::Json(schema::<InstancesPage>),
-    ),
+    )
+    .with_query(schema::<ListQuery>),
     doc(
         "POST",
         "/strategy/instances",
@@ -239,20 +284,135 @@ pub const ROUTES: &[RouteDoc] = &[
         Body::Json(schema::<InstanceView>),
     ),
     doc("GET", "/providers", "Configured market venues", 200, None, Body::Json(schema::<ProviderList>)),
-    doc("GET", "/ws", "WebSocket usage stream (see docs/websocket.md)", 101, None, Body::Json(schema::<ServerMessage>)),
+    doc("GET", "/ws", "WebSocket usage stream (see docs/websocket.md)", 101, None, Body::Json(schema::<ServerMessage>))
+        .with_query(schema::<StreamQuery>),
 ];
+
+/// The methods served on a concrete request path (`/strategy/instances/a1`),
+/// in the order of [`ROUTES`]: what a 405's `Allow` header lists. A segment
+/// matches a `{parameter}` when it is not empty.
+pub fn methods_of(path: &str) -> Vec<&'static str> {
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let mut methods: Vec<&'static str> = Vec::new();
+    for route in ROUTES {
+        let template: Vec<&str> = route.template.trim_start_matches('/').split('/').collect();
+        let matches =
+            template.len() == segments.len() && template.iter().zip(&segments).all(|(t, s)| segment_matches(t, s));
+        if matches && !methods.contains(&route.method) {
+            methods.push(route.method);
+        }
+    }
+    methods
+}
+
+/// Whether a path segment fills a template segment: a literal equals it,
+/// `{action}` is one of the actions, any other parameter is not empty.
+fn segment_matches(template: &str, segment: &str) -> bool {
+    match template {
+        "{action}" => ACTIONS.contains(&segment),
+        t if t.starts_with('{') => !segment.is_empty(),
+        t => t == segment,
+    }
+}
+
+/// What `{action}` in `/strategy/instances/{id}/{action}` may be.
+const ACTIONS: [&str; 3] = ["start", "stop", "restart"];
 
 /// Whether `method template` is documented.
 pub fn documented(method: &str, template: &str) -> bool {
     ROUTES.iter().any(|r| r.method == method && r.template == template)
 }
 
+/// A strategy name (SPEC §1.1; `..` is refused too, which a pattern without
+/// look-ahead cannot say).
+pub(super) const NAME_PATTERN: &str = "^[a-z0-9][a-z0-9._-]{0,63}$";
+/// A hash filter: `sha256:<hex>` or bare hex, 8 to 64 digits.
+pub(super) const HASH_PATTERN: &str = "^(sha256:)?[0-9A-Fa-f]{8,64}$";
+/// A tag.
+const TAG_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$";
+/// An instance id.
+const ID_PATTERN: &str = "^[A-Za-z0-9._-]{1,128}$";
+/// A selector (SPEC §1.3): `name`, `name:tag`, `name@<hash>`, `sha256:<hex>`
+/// or bare hex, a hash being 8 to 64 hex digits.
+const SELECTOR_PATTERN: &str = "^([a-z0-9][a-z0-9._-]{0,63}(:[A-Za-z0-9][A-Za-z0-9._-]{0,63}|@(sha256:)?[0-9A-Fa-f]{8,64})?|(sha256:)?[0-9A-Fa-f]{8,64})$";
+
+/// A path parameter, with the syntax the handler accepts.
 fn parameter(name: &str) -> Value {
-    let mut schema = json!({"type": "string"});
-    if name == "action" {
-        schema = json!({"type": "string", "enum": ["start", "stop", "restart"]});
-    }
+    let schema = match name {
+        "action" => json!({"type": "string", "enum": ACTIONS}),
+        "name" => json!({"type": "string", "pattern": NAME_PATTERN}),
+        "tag" => json!({"type": "string", "pattern": TAG_PATTERN}),
+        "id" => json!({"type": "string", "pattern": ID_PATTERN}),
+        "selector" => json!({"type": "string", "pattern": SELECTOR_PATTERN}),
+        other => unreachable!("path parameter {{{other}}} has no documented syntax"),
+    };
     json!({"name": name, "in": "path", "required": true, "schema": schema})
+}
+
+/// Drops `null` from an optional query field's schema (in a query string a
+/// field is absent, never null), and writes a unit enum as one `enum`.
+fn not_null(mut schema: Value) -> Value {
+    if let Some(types) = schema.get_mut("type").and_then(Value::as_array_mut) {
+        types.retain(|t| t != "null");
+        if types.len() == 1 {
+            schema["type"] = types[0].clone();
+        }
+    }
+    if let Some(values) = schema.get_mut("enum").and_then(Value::as_array_mut) {
+        values.retain(|v| !v.is_null());
+    }
+    for key in ["anyOf", "oneOf"] {
+        if let Some(options) = schema.get_mut(key).and_then(Value::as_array_mut) {
+            options.retain(|o| o.get("type").is_none_or(|t| t != "null"));
+            if options.len() == 1 {
+                let only = options[0].clone();
+                schema.as_object_mut().expect("an object schema").remove(key);
+                let Value::Object(only) = only else { continue };
+                schema.as_object_mut().expect("an object schema").extend(only);
+            }
+        }
+    }
+    // A unit enum (`oneOf` of one `const` each) reads better as one `enum`.
+    let consts: Option<Vec<Value>> = schema
+        .get("oneOf")
+        .and_then(Value::as_array)
+        .and_then(|options| options.iter().map(|o| o.get("const").cloned()).collect());
+    if let Some(values) = consts {
+        return json!({"type": "string", "enum": values});
+    }
+    schema
+}
+
+/// The query parameters of a query struct: one per property, schemas
+/// inlined (parameters cannot `$ref` into a struct's fields).
+fn query_parameters(query: SchemaFn) -> Vec<Value> {
+    let mut generator = SchemaSettings::draft2020_12()
+        .with(|settings| {
+            settings.inline_subschemas = true;
+            settings.meta_schema = None;
+        })
+        .into_generator();
+    let schema = query(&mut generator).to_value();
+    let required: Vec<&str> =
+        schema["required"].as_array().map(|r| r.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+    let Some(properties) = schema["properties"].as_object() else { return Vec::new() };
+    properties
+        .iter()
+        .map(|(name, property)| {
+            let mut property = not_null(property.clone());
+            let description = property.as_object_mut().and_then(|p| p.remove("description"));
+            let mut parameter = json!({
+                "name": name,
+                "in": "query",
+                "required": required.contains(&name.as_str()),
+                "schema": property,
+            });
+            if let Some(description) = description {
+                parameter["description"] = description;
+            }
+            parameter
+        })
+        .collect()
 }
 
 /// This document, loosely: an OpenAPI 3.1 object.
@@ -265,12 +425,13 @@ fn openapi_schema(_: &mut SchemaGenerator) -> Schema {
 }
 
 fn operation(route: &RouteDoc, generator: &mut SchemaGenerator, error: &Schema) -> Value {
-    let parameters: Vec<Value> = route
+    let mut parameters: Vec<Value> = route
         .template
         .split('/')
         .filter_map(|segment| segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
         .map(parameter)
         .collect();
+    parameters.extend(route.query.map(query_parameters).unwrap_or_default());
     let content = match route.response {
         Body::Json(schema) => json!({"application/json": {"schema": schema(generator)}}),
         Body::Text(media) => json!({media: {"schema": {"type": "string"}}}),
@@ -279,21 +440,23 @@ fn operation(route: &RouteDoc, generator: &mut SchemaGenerator, error: &Schema) 
             media: {"schema": {"type": "string"}},
         }),
     };
+    let mut responses = Map::new();
+    for status in route.statuses() {
+        responses.insert(status.to_string(), json!({"description": route.summary, "content": content}));
+    }
+    responses.insert(
+        "default".into(),
+        json!({"description": "error envelope", "content": {"application/json": {"schema": error}}}),
+    );
     let mut op = json!({
         "summary": route.summary,
         "operationId": format!("{} {}", route.method, route.template),
         "parameters": parameters,
-        "responses": {
-            route.status.to_string(): {"description": route.summary, "content": content},
-            "default": {
-                "description": "error envelope",
-                "content": {"application/json": {"schema": error}},
-            },
-        },
+        "responses": responses,
     });
     if let Some(request) = route.request {
         op["requestBody"] = json!({
-            "required": true,
+            "required": !route.body_optional,
             "content": {"application/json": {"schema": request(generator)}},
         });
     }
@@ -356,6 +519,20 @@ mod tests {
         let usage = &document["paths"]["/strategies/modules/{selector}/usage"]["get"];
         assert_eq!(usage["parameters"][0]["name"], "selector");
         assert!(document["paths"]["/strategy/instances/{id}/{action}"]["post"]["security"].is_array());
+        let refresh = &document["paths"]["/strategies/refresh"]["post"]["requestBody"];
+        assert_eq!(refresh["required"], false, "no body = every instance");
+        assert_eq!(document["paths"]["/strategy/instances"]["post"]["requestBody"]["required"], true);
+    }
+
+    #[test]
+    fn the_methods_of_a_path_are_those_of_the_templates_it_fills() {
+        assert_eq!(methods_of("/strategies"), ["GET"]);
+        assert_eq!(methods_of("/strategies/modules/momentum:prod"), ["PUT", "GET", "DELETE"]);
+        assert_eq!(methods_of("/strategy/instances/a1/logs"), ["GET"], "logs is not an {{action}}");
+        assert_eq!(methods_of("/strategy/instances/a1/stop"), ["POST"]);
+        assert!(methods_of("/strategy/instances/a1/pause").is_empty());
+        assert!(methods_of("/strategies/modules/").is_empty(), "an empty segment fills no parameter");
+        assert!(methods_of("/nowhere").is_empty());
     }
 
     fn component<'a>(document: &'a Value, reference: &Value) -> &'a Value {

@@ -21,9 +21,12 @@ use super::{ApiError, ApiResult, query, route, token_matches, with_daemon};
 use crate::daemon::Daemon;
 use crate::stream::ws::{Settings, serve};
 
-#[derive(Debug, Deserialize)]
+/// `GET /ws` query string.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct StreamQuery {
+pub(super) struct StreamQuery {
+    /// Resume after this delta `seq` (served from a bounded buffer; a
+    /// snapshot flagged `reset` when it is too old).
     since: Option<u64>,
 }
 

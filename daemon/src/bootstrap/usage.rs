@@ -200,4 +200,29 @@ mod tests {
         let got: Vec<_> = report.candidates.iter().map(|c| (c.hash, c.prunable, c.tags.clone())).collect();
         assert_eq!(got, [(a, true, vec![]), (c, false, vec!["latest".to_owned()])]);
     }
+
+    #[test]
+    fn an_export_without_optional_fields_is_read_with_defaults() {
+        let (a, b) = (RevisionHash::of(b"a"), RevisionHash::of(b"b"));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("usage.json");
+        // Only what a pruning decision needs: no `registry`, no `errors`, and
+        // entries with neither `instances`, timestamps, `retired` nor `drift`.
+        let minimal = serde_json::json!({"usage": [
+            {"strategy": "s", "hash": a.to_string(), "count": 0},
+            {"strategy": "s", "hash": b.to_string(), "count": 1, "lastSeen": "2026-01-02T03:04:05Z"},
+        ]});
+        std::fs::write(&path, minimal.to_string()).unwrap();
+        let export = load_export(&UsageSource::File(path)).expect("a minimal export is accepted");
+        assert_eq!((export.registry.clone(), export.errors.len()), (serde_json::Value::Null, 0));
+        let first = &export.usage[0];
+        assert_eq!((first.instances.len(), first.first_seen, first.last_seen, first.retired), (0, None, None, false));
+        assert!(export.usage[1].last_seen.is_some());
+
+        let mut doc = StrategyDoc::default();
+        doc.hashes.insert(a.to_string(), RevisionDoc { tag: "v1".into(), path: String::new() });
+        let report = report("usage.json", &export, &IndexMap::from([("s".to_owned(), doc)]));
+        assert_eq!(report.candidates.len(), 1, "zero usage: a candidate");
+        assert!(!report.candidates[0].prunable, "not said to be retired: kept");
+    }
 }

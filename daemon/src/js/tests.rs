@@ -3,7 +3,9 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use strata_shared::metadata::{ConfigField, ConfigType, Diagnostic, DiagnosticStage, EventKind, ModuleMetadata};
+use strata_shared::metadata::{
+    ConfigField, ConfigType, Diagnostic, DiagnosticStage, EventKind, MAX_CONFIG_FIELDS, ModuleMetadata,
+};
 
 use super::*;
 
@@ -561,4 +563,46 @@ fn getters_run_while_formatting_an_error_are_bounded() {
         assert!(started.elapsed() < Duration::from_millis(1100), "{source}: {:?}", started.elapsed());
         assert!(diagnostics.iter().any(|d| d.message.contains("CPU budget")), "{source}: {diagnostics:?}");
     }
+}
+
+/// A module declaring `fields` int config fields `f0`, `f1`, ….
+fn module_with_config_fields(fields: usize) -> String {
+    format!(
+        r#"module.exports = {{
+  metadata: {{
+    name: "wide", displayName: "Wide", events: ["Trade"],
+    config: Array.from({{ length: {fields} }}, (_, i) => ({{ name: "f" + i, type: "int", default: i }})),
+  }},
+  create() {{ return {{}}; }},
+}};"#
+    )
+}
+
+#[test]
+fn config_fields_are_bounded_at_256() {
+    let metadata = inspect(&module_with_config_fields(MAX_CONFIG_FIELDS)).expect("256 fields are accepted");
+    assert_eq!(metadata.config.len(), MAX_CONFIG_FIELDS + 1, "256 declared + dry_run");
+
+    let diagnostic = single(&module_with_config_fields(MAX_CONFIG_FIELDS + 1));
+    assert_eq!(diagnostic.stage, DiagnosticStage::Validation);
+    assert_eq!(diagnostic.hint.as_deref(), Some("metadata.config"));
+    assert_eq!(diagnostic.message, "metadata.config declares 257 fields; a module may declare at most 256");
+}
+
+#[test]
+fn a_huge_config_is_refused_with_one_diagnostic() {
+    // 50,000 fields used to be checked pairwise for duplicate names
+    // (~100 s at 100k). Now the count is refused before any entry is read.
+    let diagnostic = single(&module_with_config_fields(50_000));
+    assert_eq!(diagnostic.hint.as_deref(), Some("metadata.config"));
+    assert!(diagnostic.message.starts_with("metadata.config declares 50000 fields"), "{}", diagnostic.message);
+
+    // Duplicate names within the bound are found with a set: every
+    // repetition is reported once, in one pass.
+    let entries: Vec<serde_json::Value> =
+        (0..MAX_CONFIG_FIELDS).map(|_| json!({"name": "same", "type": "int"})).collect();
+    let metadata = json!({"name": "wide", "displayName": "Wide", "events": ["Trade"], "config": entries});
+    let diagnostics = validate::validate_exports(Ok(Some(metadata)), Ok(true)).unwrap_err();
+    assert_eq!(diagnostics.len(), MAX_CONFIG_FIELDS - 1, "every repetition of \"same\"");
+    assert!(diagnostics[0].message.contains("duplicate config field name \"same\""), "{:?}", diagnostics[0]);
 }

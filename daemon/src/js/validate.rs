@@ -8,8 +8,12 @@
 //! entries `default`, `required`, `description`) may be absent or `null`.
 //! Unknown keys are ignored.
 
+use std::collections::HashSet;
+
 use serde_json::{Map, Value};
-use strata_shared::metadata::{ConfigField, ConfigType, DRY_RUN_FIELD, Diagnostic, EventKind, ModuleMetadata};
+use strata_shared::metadata::{
+    ConfigField, ConfigType, DRY_RUN_FIELD, Diagnostic, EventKind, MAX_CONFIG_FIELDS, ModuleMetadata,
+};
 use strata_shared::names::{validate_strategy_name, validate_tag};
 
 /// Longest allowed `displayName`, in characters.
@@ -139,8 +143,20 @@ impl Checker {
                 return Vec::new();
             }
         };
+        // SPEC §8: metadata is bounded, and checked in linear time (a set of
+        // the names seen, not a scan of them for each entry).
+        if entries.len() > MAX_CONFIG_FIELDS {
+            self.problem(
+                "metadata.config",
+                format!(
+                    "metadata.config declares {} fields; a module may declare at most {MAX_CONFIG_FIELDS}",
+                    entries.len()
+                ),
+            );
+            return Vec::new();
+        }
         let mut fields: Vec<ConfigField> = Vec::with_capacity(entries.len() + 1);
-        let mut names: Vec<&str> = Vec::with_capacity(entries.len());
+        let mut names: HashSet<&str> = HashSet::with_capacity(entries.len());
         for (index, entry) in entries.iter().enumerate() {
             let path = format!("metadata.config[{index}]");
             let Value::Object(entry) = entry else {
@@ -153,14 +169,11 @@ impl Checker {
                     self.problem(&name_path, format!("{name_path} must not be empty"));
                     None
                 }
-                Some(Value::String(name)) if names.contains(&name.as_str()) => {
+                Some(Value::String(name)) if !names.insert(name.as_str()) => {
                     self.problem(&name_path, format!("{name_path}: duplicate config field name {name:?}"));
                     None
                 }
-                Some(Value::String(name)) => {
-                    names.push(name);
-                    Some(name.clone())
-                }
+                Some(Value::String(name)) => Some(name.clone()),
                 None | Some(Value::Null) => {
                     self.problem(&name_path, format!("{name_path} is required"));
                     None
@@ -209,7 +222,7 @@ impl Checker {
                 fields.push(ConfigField { name, kind, default, required, description });
             }
         }
-        if !names.contains(&DRY_RUN_FIELD) {
+        if !names.contains(DRY_RUN_FIELD) {
             fields.push(ConfigField {
                 name: DRY_RUN_FIELD.to_owned(),
                 kind: ConfigType::Bool,
@@ -285,7 +298,7 @@ impl Checker {
 fn type_hint(kind: ConfigType) -> &'static str {
     match kind {
         ConfigType::Bool => " (expected true or false)",
-        ConfigType::Int => " (expected an integer)",
+        ConfigType::Int => " (expected an integer from -9007199254740991 to 9007199254740991)",
         ConfigType::Float | ConfigType::Number => " (expected a number)",
         ConfigType::String => " (expected a string)",
         ConfigType::Duration => {

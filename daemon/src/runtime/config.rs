@@ -35,8 +35,9 @@ pub fn validate_config(metadata: &ModuleMetadata, config: &Value) -> Result<Map<
     }
 
     let mut errors = Vec::new();
+    let declared: std::collections::HashSet<&str> = fields.iter().map(|field| field.name.as_str()).collect();
     for key in given.keys() {
-        if !fields.iter().any(|field| field.name == *key) {
+        if !declared.contains(key.as_str()) {
             let known: Vec<&str> = fields.iter().map(|field| field.name.as_str()).collect();
             errors.push(format!("unknown config field {key:?} (the schema declares: {})", known.join(", ")));
         }
@@ -88,7 +89,7 @@ fn dry_run_field() -> ConfigField {
 fn type_description(kind: ConfigType) -> &'static str {
     match kind {
         ConfigType::Bool => "true or false",
-        ConfigType::Int => "a whole number",
+        ConfigType::Int => "a whole number from -9007199254740991 to 9007199254740991, JavaScript's safe integers",
         ConfigType::Float | ConfigType::Number => "a number",
         ConfigType::String => "a string",
         ConfigType::Duration => "a duration such as \"150ms\", \"5s\" or \"1m30s\", or a number of milliseconds",
@@ -194,6 +195,20 @@ mod tests {
         assert!(errors.iter().any(|e| e.contains("\"cooldown\" must be of type duration") && e.contains("\"soon\"")));
         assert!(errors.iter().any(|e| e.contains("\"enabled\" must be of type bool")));
         assert!(errors.iter().any(|e| e.contains("\"dry_run\" must be of type bool")));
+    }
+
+    #[test]
+    fn int_fields_refuse_fractions_and_values_beyond_safe_integers_naming_the_field() {
+        let meta = metadata(vec![field("lookback", ConfigType::Int, None, false)]);
+        for ok in [json!(0), json!(-7), json!(9_007_199_254_740_991_i64), json!(-9_007_199_254_740_991_i64)] {
+            assert!(validate_config(&meta, &json!({"lookback": ok})).is_ok(), "{ok}");
+        }
+        for bad in [json!(1.5), json!(9_007_199_254_740_992_i64), json!(i64::MAX), json!(u64::MAX), json!(1e300)] {
+            let errors = validate_config(&meta, &json!({"lookback": bad})).unwrap_err();
+            assert_eq!(errors.len(), 1, "{bad}: {errors:?}");
+            assert!(errors[0].contains("\"lookback\" must be of type int"), "{}", errors[0]);
+            assert!(errors[0].contains("9007199254740991"), "the range is named: {}", errors[0]);
+        }
     }
 
     #[test]

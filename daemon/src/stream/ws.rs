@@ -36,7 +36,7 @@ use futures_util::StreamExt;
 use serde::Serialize;
 use strata_shared::HashRef;
 use strata_shared::names::is_valid_strategy_name;
-use strata_shared::stream::{ClientMessage, Filter, ServerMessage};
+use strata_shared::stream::{ClientMessage, Filter, MAX_SUBSCRIPTION_ENTRIES, ServerMessage};
 use time::OffsetDateTime;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf};
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
@@ -137,28 +137,45 @@ fn kept_frames(deltas: &[Arc<Published>], floor: u64, filter: &Filter) -> (Vec<B
     (kept.map(|delta| delta.frame()).collect(), oldest)
 }
 
-/// Normalises a `subscribe` into a [`Filter`]: strategy names validated,
-/// hashes (`sha256:<hex>`, bare hex, prefixes of at least 8 hex digits) made
-/// canonical `sha256:<lowercase hex>` prefixes. Duplicates are dropped.
+/// Normalises a `subscribe` into a [`Filter`]: at most
+/// [`MAX_SUBSCRIPTION_ENTRIES`] entries (checked first, before any other
+/// work), strategy names validated, hashes (`sha256:<hex>`, bare hex,
+/// prefixes of at least 8 hex digits) made canonical `sha256:<lowercase
+/// hex>` prefixes. Duplicates are dropped. Linear in the entries.
 pub fn normalise(strategies: Vec<String>, hashes: Vec<String>) -> Result<Filter, String> {
-    let mut filter = Filter::default();
-    for strategy in strategies {
-        if !is_valid_strategy_name(&strategy) {
-            return Err(format!("\"{strategy}\" is not a valid strategy name"));
-        }
-        if !filter.strategies.contains(&strategy) {
-            filter.strategies.push(strategy);
-        }
+    let entries = strategies.len() + hashes.len();
+    if entries > MAX_SUBSCRIPTION_ENTRIES {
+        return Err(format!(
+            "a subscription holds at most {MAX_SUBSCRIPTION_ENTRIES} strategies and hashes together; this one has {entries}"
+        ));
     }
-    for hash in hashes {
-        let canonical = HashRef::parse(&hash)
-            .map_err(|_| format!("\"{hash}\" is not a hash or a hash prefix of at least 8 hex digits"))?
-            .to_string();
-        if !filter.hashes.contains(&canonical) {
-            filter.hashes.push(canonical);
-        }
+    if let Some(strategy) = strategies.iter().find(|s| !is_valid_strategy_name(s)) {
+        return Err(format!("\"{strategy}\" is not a valid strategy name"));
     }
-    Ok(filter)
+    let hashes = hashes
+        .into_iter()
+        .map(|hash| match HashRef::parse(&hash) {
+            Ok(parsed) => Ok(parsed.to_string()),
+            Err(_) => Err(format!("\"{hash}\" is not a hash or a hash prefix of at least 8 hex digits")),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Filter::new(strategies, hashes))
+}
+
+/// Subscriptions with more entries than this are normalised on the blocking
+/// pool: a few milliseconds of hashing would otherwise hold an async worker
+/// that other connections and `/healthz` need.
+const BLOCKING_NORMALISE_ABOVE: usize = 256;
+
+/// [`normalise`], off the async worker threads when the subscription is
+/// large.
+async fn normalise_off_runtime(strategies: Vec<String>, hashes: Vec<String>) -> Result<Filter, String> {
+    if strategies.len() + hashes.len() <= BLOCKING_NORMALISE_ABOVE {
+        return normalise(strategies, hashes);
+    }
+    tokio::task::spawn_blocking(move || normalise(strategies, hashes))
+        .await
+        .unwrap_or_else(|e| Err(format!("the subscription could not be processed: {e}")))
 }
 
 struct GaugeGuard<'a>(&'a Metrics);
@@ -225,18 +242,20 @@ impl<W: AsyncWrite + Unpin> Connection<'_, W> {
 
     /// Answers one text message from the client.
     async fn client_text(&mut self, body: &str) -> Result<(), Ended> {
-        let answer = match serde_json::from_str::<ClientMessage>(body) {
-            Ok(ClientMessage::Subscribe { strategies, hashes }) => match normalise(strategies, hashes) {
-                Ok(filter) => {
-                    let answer = ServerMessage::Subscribed {
-                        strategies: filter.strategies.clone(),
-                        hashes: filter.hashes.clone(),
-                    };
-                    self.filter = filter;
-                    answer
+        let answer = match strata_shared::json::from_str::<ClientMessage>(body) {
+            Ok(ClientMessage::Subscribe { strategies, hashes }) => {
+                match normalise_off_runtime(strategies, hashes).await {
+                    Ok(filter) => {
+                        let answer = ServerMessage::Subscribed {
+                            strategies: filter.strategies().to_vec(),
+                            hashes: filter.hashes().to_vec(),
+                        };
+                        self.filter = filter;
+                        answer
+                    }
+                    Err(error) => ServerMessage::Error { error },
                 }
-                Err(error) => ServerMessage::Error { error },
-            },
+            }
             Err(e) => ServerMessage::Error { error: format!("unrecognised message: {e}") },
         };
         self.send(&answer).await

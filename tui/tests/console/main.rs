@@ -3,6 +3,7 @@
 //! (`screens`). Everything runs at the fixtures' fixed "now".
 
 mod headless;
+mod help;
 mod live;
 mod screens;
 mod state;

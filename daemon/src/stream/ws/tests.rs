@@ -332,11 +332,29 @@ async fn a_silent_client_is_pinged_then_dropped_while_a_talking_one_stays() {
 fn subscriptions_are_normalised() {
     let hex = RevisionHash::of(b"x").to_hex();
     let filter = normalise(vec!["grid".into()], vec![hex.to_uppercase(), format!("sha256:{}", &hex[..8])]).unwrap();
-    assert_eq!(filter.strategies, ["grid"]);
-    assert_eq!(filter.hashes, [format!("sha256:{hex}"), format!("sha256:{}", &hex[..8])]);
+    assert_eq!(filter.strategies(), ["grid"]);
+    assert_eq!(filter.hashes(), [format!("sha256:{hex}"), format!("sha256:{}", &hex[..8])]);
     assert!(normalise(vec![], vec![hex[..7].to_owned()]).is_err(), "prefixes need 8 digits");
     assert!(normalise(vec!["../etc".into()], vec![]).is_err());
     assert!(normalise(vec![], vec!["grid:prod".into()]).is_err());
+}
+
+#[test]
+fn subscriptions_are_bounded_at_ten_thousand_entries_and_normalised_in_linear_time() {
+    let prefixes: Vec<String> = (0..MAX_SUBSCRIPTION_ENTRIES as u32)
+        .map(|i| RevisionHash::of(&i.to_le_bytes()).to_hex()[..12].to_owned())
+        .collect();
+    let started = std::time::Instant::now();
+    let filter = normalise(vec![], prefixes.clone()).expect("10,000 entries are allowed");
+    assert_eq!(filter.hashes().len(), MAX_SUBSCRIPTION_ENTRIES);
+    assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
+
+    let mut over = prefixes;
+    over.push("grid".into());
+    let error = normalise(vec![], over.clone()).unwrap_err();
+    assert_eq!(error, "a subscription holds at most 10000 strategies and hashes together; this one has 10001");
+    // Strategies and hashes count together.
+    assert!(normalise(vec!["grid".into()], over[..MAX_SUBSCRIPTION_ENTRIES].to_vec()).is_err());
 }
 
 #[tokio::test]
