@@ -359,12 +359,12 @@ pub fn format_log_args<'js>(ctx: &Ctx<'js>, args: Vec<Value<'js>>) -> rquickjs::
 /// `Name: message`, other objects as JSON, everything else as `String(v)`.
 fn format_log_arg<'js>(ctx: &Ctx<'js>, value: Value<'js>) -> rquickjs::Result<String> {
     if let Some(string) = value.as_string() {
-        return string.to_string();
+        return bounded_text(string);
     }
     if let Some(symbol) = value.as_symbol() {
         let description: Value<'js> = symbol.description()?;
         let description = match description.as_string() {
-            Some(description) => description.to_string()?,
+            Some(description) => bounded_text(description)?,
             None => String::new(),
         };
         return Ok(format!("Symbol({description})"));
@@ -376,9 +376,37 @@ fn format_log_arg<'js>(ctx: &Ctx<'js>, value: Value<'js>) -> rquickjs::Result<St
         && !value.is_error()
         && let Some(json) = ctx.json_stringify(value.clone())?
     {
-        return json.to_string();
+        return bounded_text(&json);
     }
-    Ok(value.get::<Coerced<String>>()?.0)
+    bounded_text(&value.get::<Coerced<rquickjs::String>>()?.0)
+}
+
+/// Longest text the host copies out of one JS string (a log argument, an
+/// error's name, message or stack). Log lines are cut much shorter when
+/// recorded (`[runtime] log_line_max_bytes`); this bound only keeps a
+/// module that logs or throws a 20 MiB string from making the daemon copy
+/// 20 MiB outside its memory cap (the allocator would keep such pages).
+pub const MAX_HOST_TEXT_BYTES: usize = 1024 * 1024;
+
+/// A JS string as Rust text, at most [`MAX_HOST_TEXT_BYTES`] of it: a longer
+/// one is cut at a character boundary and ends with the truncation mark,
+/// which gives its full size.
+pub fn bounded_text(string: &rquickjs::String<'_>) -> rquickjs::Result<String> {
+    // A view of the engine's UTF-8 form: only the kept part is copied.
+    let view = string.clone().to_cstring()?;
+    let text = view.as_str();
+    if text.len() <= MAX_HOST_TEXT_BYTES {
+        return Ok(text.to_owned());
+    }
+    Ok(crate::runtime::logs::truncate_message_of(text, MAX_HOST_TEXT_BYTES))
+}
+
+/// A property of `object` converted to a string ([`bounded_text`]), or
+/// `None` when it is missing, `undefined` or its getter threw (the
+/// exception is left pending for the caller to clear).
+fn bounded_property<'js>(object: &Object<'js>, key: &str) -> Option<String> {
+    let value: Option<Coerced<rquickjs::String<'js>>> = object.get(key).ok().flatten();
+    value.and_then(|string| bounded_text(&string.0).ok())
 }
 
 /// Turns an error from a call into JS running code of the module `source`
@@ -504,12 +532,15 @@ fn describe_exception<'js>(ctx: &Ctx<'js>, thrown: Value<'js>) -> Diagnostic {
         });
         return Diagnostic::new(DiagnosticStage::Execute, format!("uncaught exception: {shown}"));
     };
-    let name: String = error.get::<_, Coerced<String>>("name").map(|name| name.0).unwrap_or_else(|_| {
-        let _ = ctx.catch();
-        "Error".to_owned()
-    });
-    let message = error.message().unwrap_or_default();
-    let stack = error.stack().unwrap_or_default();
+    let name: String = error
+        .get::<_, Coerced<rquickjs::String<'js>>>("name")
+        .and_then(|name| bounded_text(&name.0))
+        .unwrap_or_else(|_| {
+            let _ = ctx.catch();
+            "Error".to_owned()
+        });
+    let message = bounded_property(&error, "message").unwrap_or_default();
+    let stack = bounded_property(&error, "stack").unwrap_or_default();
     let frame = first_module_frame(&stack);
     let stage = match frame {
         Some(frame) if name == "SyntaxError" && frame.is_parse_error => DiagnosticStage::Compile,

@@ -227,13 +227,29 @@ pub fn truncate_message(mut message: String, max_bytes: usize) -> String {
         }
         return message;
     }
-    let mut end = max_bytes;
-    while !message.is_char_boundary(end) {
+    truncate_message_of(&message, max_bytes)
+}
+
+/// The size the last [`truncation_mark`] in `text` gives, if any: part of
+/// the text was cut once already (a huge thrown message or logged string,
+/// by [`crate::js::bounded_text`]), so the original was at least that big.
+fn marked_size(text: &str) -> Option<usize> {
+    let (_, rest) = text.rsplit_once("… [truncated, ")?;
+    rest.split_once(" bytes]")?.0.parse().ok()
+}
+
+/// The first `max_bytes` of `text` (cut at a character boundary) followed by
+/// the [`truncation_mark`] of its full size, in a right-sized allocation.
+/// Call it only for text longer than `max_bytes`.
+pub fn truncate_message_of(text: &str, max_bytes: usize) -> String {
+    let mut end = max_bytes.min(text.len());
+    while !text.is_char_boundary(end) {
         end -= 1;
     }
-    let mark = truncation_mark(message.len());
+    // Text cut once already keeps the size of its original.
+    let mark = truncation_mark(marked_size(text).map_or(text.len(), |size| size.max(text.len())));
     let mut cut = String::with_capacity(end + mark.len());
-    cut.push_str(&message[..end]);
+    cut.push_str(&text[..end]);
     cut.push_str(&mark);
     cut
 }
@@ -408,5 +424,14 @@ mod tests {
         assert_eq!(snapshot.events_delivered, 2);
         assert_eq!(snapshot.orders_filled, 1);
         assert_eq!(serde_json::to_value(snapshot).unwrap()["lastEventAt"], json!("2023-11-14T22:13:20.123Z"));
+    }
+
+    #[test]
+    fn text_cut_twice_keeps_the_size_of_its_original() {
+        let once = truncate_message_of(&"x".repeat(3_000_000), 1_000_000);
+        assert!(once.ends_with("… [truncated, 3000000 bytes]"), "{}", &once[once.len() - 40..]);
+        let twice = truncate_message(once, 8192);
+        assert_eq!(twice.len(), 8192 + truncation_mark(3_000_000).len());
+        assert!(twice.ends_with("… [truncated, 3000000 bytes]"));
     }
 }
