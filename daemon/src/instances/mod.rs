@@ -14,6 +14,8 @@
 
 mod boot;
 mod commit;
+#[cfg(test)]
+mod history;
 mod lifecycle;
 pub mod pool;
 mod refresh;
