@@ -193,7 +193,16 @@ fn kill_9_during_a_burst_of_creates_loses_no_acknowledged_instance() {
 
     let daemon = Daemon::start(dir.path());
     for (id, started) in &acknowledged {
-        let view: Value = client.get(format!("{}/strategy/instances/{id}", daemon.url)).send().unwrap().json().unwrap();
+        // Running instances restore in the background: `starting` until then.
+        let url = format!("{}/strategy/instances/{id}", daemon.url);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let view = loop {
+            let view: Value = client.get(&url).send().unwrap().json().unwrap();
+            if view["state"] != "starting" || Instant::now() > deadline {
+                break view;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
         assert_eq!(view["strategy"]["hash"], hash.as_str(), "instance {id} acknowledged but lost: {view}");
         let expected = if *started { "running" } else { "stopped" };
         assert_eq!(view["state"], expected, "{id}: {view}");
