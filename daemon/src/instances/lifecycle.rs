@@ -258,6 +258,11 @@ impl Instances {
         }
         shared.reset_stop();
         let built = self.build_bounded(&record, &shared, claim.generation);
+        if built.is_err() && self.closing.load(Ordering::Acquire) {
+            // Interrupted by the shutdown: not a failure to record (a
+            // restore stays stored running, to start at the next boot).
+            return Err(InstanceError::Conflict(format!("instance \"{}\" was not started: shutting down", record.id)));
+        }
         let mut s = match claim.lock() {
             Ok(s) => s,
             Err(superseded) => {
