@@ -33,9 +33,9 @@ async fn a_bulk_create_answers_per_item_and_survives_a_restart() {
     let results = body["results"].as_array().unwrap();
     assert_eq!(results.len(), 57, "one result per item, in order");
     let status_of = |index: usize| (results[index]["id"].as_str().unwrap(), results[index]["status"].as_u64().unwrap());
-    for i in 0..50 {
+    for (i, result) in results.iter().take(50).enumerate() {
         assert_eq!(status_of(i), (format!("run-{i:02}").as_str(), 201));
-        assert_eq!(results[i]["instance"]["state"], "running", "{}", results[i]);
+        assert_eq!(result["instance"]["state"], "running", "{result}");
     }
     assert_eq!(status_of(50), ("idle", 201));
     assert_eq!(results[50]["instance"]["state"], "stopped");
