@@ -135,11 +135,14 @@ impl Drop for Claim<'_> {
             return;
         }
         if matches!(s.state, InstanceState::Starting | InstanceState::Stopping) && s.phase == Phase::Live {
-            // Abandoned half-way (only after being superseded, in practice):
-            // say what is true now and record it.
+            // Left half-way without a commit (a build interrupted by the
+            // shutdown): say what is true now and record it.
             s.state = if s.cell.is_some() { InstanceState::Running } else { InstanceState::Stopped };
             tracing::warn!(instance = %self.id, op = self.op.as_str(), "transition abandoned");
-            let _ = self.instances.committer.enqueue(vec![save(&s, Vec::new())]);
+            // At shutdown the stored state stays what it was (see `shutdown`).
+            if !self.instances.closing.load(Ordering::Acquire) {
+                let _ = self.instances.committer.enqueue(vec![save(&s, Vec::new())]);
+            }
         }
         if let Some(error) = s.pending_failure.take()
             && s.cell.is_some()

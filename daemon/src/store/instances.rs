@@ -312,6 +312,36 @@ mod tests {
     }
 
     #[test]
+    fn grouped_writes_commit_together_with_their_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let save = |id: &str, state, error: Option<&str>, actions: &[&'static str]| InstanceWrite::Save {
+            instance: instance(id),
+            state,
+            last_error: error.map(str::to_owned),
+            audits: actions.iter().map(|action| audit(action, id)).collect(),
+        };
+        {
+            let store = Store::open(dir.path()).unwrap();
+            let first = [
+                save("a", StoredState::Running, None, &["create", "start"]),
+                save("b", StoredState::Stopped, None, &["create"]),
+            ];
+            let second = [save("c", StoredState::Failed, Some("boom"), &["create", "fail"])];
+            let outcomes = store.commit_groups([&first[..], &second[..]], &[]).unwrap();
+            assert!(outcomes.iter().all(Result::is_ok));
+            let third = [InstanceWrite::Delete { id: "b".into(), audit: audit("delete", "b") }];
+            store.commit_groups([&third[..]], &[]).unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let loaded = store.load_instances().unwrap();
+        assert_eq!(loaded.len(), 2);
+        assert_eq!(loaded[0], (instance("a"), StoredState::Running, None));
+        assert_eq!(loaded[1], (instance("c"), StoredState::Failed, Some("boom".into())));
+        let actions: Vec<_> = store.recent_audit(10).unwrap().into_iter().map(|r| r.action).collect();
+        assert_eq!(actions, ["delete", "fail", "create", "create", "start", "create"]);
+    }
+
+    #[test]
     fn instances_and_their_state_survive_reopening() {
         let dir = tempfile::tempdir().unwrap();
         {
