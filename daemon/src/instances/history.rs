@@ -331,7 +331,7 @@ fn run_history(seed: u64, update: UpdateFn) -> Vec<Vec<Event>> {
                 scope.spawn(move || {
                     let mut rng = Rng(seed.wrapping_mul(31).wrapping_add(thread + 1) | 1);
                     let mut events = Vec::new();
-                    for _ in 0..24 {
+                    for _ in 0..40 {
                         let target = rng.below(IDS.len() as u64) as usize;
                         let id = IDS[target];
                         let roll = rng.below(100);
@@ -444,7 +444,7 @@ fn violation(seed: u64, update: UpdateFn) -> Option<String> {
 
 #[test]
 fn concurrent_lifecycle_histories_are_linearisable() {
-    for seed in [1, 2, 3] {
+    for seed in 1..=5 {
         if let Some(violation) = violation(seed, guarded_update) {
             panic!("{violation}");
         }
