@@ -259,7 +259,9 @@ pub async fn boot(config: Config, listener: TcpListener) -> Result<Running, Boot
                 Err(e) => tracing::error!(error = %e, "registry load panicked"),
             }
             match daemon.blocking(|d| d.instances().restore()).await {
-                Ok(Ok(count)) => tracing::info!(instances = count, "instances restored"),
+                Ok(Ok(count)) => {
+                    tracing::info!(instances = count, "instances loaded; running ones restore in the background")
+                }
                 Ok(Err(e)) => tracing::error!(error = %e, "instances could not be restored"),
                 Err(e) => tracing::error!(error = %e, "instance restore panicked"),
             }

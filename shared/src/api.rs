@@ -383,6 +383,66 @@ pub struct CreateInstanceRequest {
     pub auto_start: bool,
 }
 
+/// Most instances one bulk create may carry.
+pub const MAX_BULK_CREATE: usize = 1000;
+
+/// `POST /strategy/instances` with `{"instances": […]}`: up to
+/// [`MAX_BULK_CREATE`] creates validated one by one and written in one
+/// transaction.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BulkCreateRequest {
+    /// The instances to create, each with its own `autoStart`.
+    pub instances: Vec<CreateInstanceRequest>,
+}
+
+/// The body of `POST /strategy/instances`: one instance, or many.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum CreateInstancesBody {
+    /// `{"instances": […]}`.
+    Bulk(BulkCreateRequest),
+    /// One instance.
+    One(CreateInstanceRequest),
+}
+
+/// One item's outcome in a bulk create, in request order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BulkCreateResult {
+    /// The id asked for.
+    pub id: String,
+    /// The status a single create would have answered: 201, or 400, 404,
+    /// 409, 422 (created but its start failed: it exists, `failed`), 503.
+    pub status: u16,
+    /// The instance, when it exists (201 and 422).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<InstanceView>,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The answer to a bulk create.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BulkCreateResponse {
+    /// How many instances now exist that did not (201 and 422 items).
+    pub created: usize,
+    /// One result per requested instance, in order.
+    pub results: Vec<BulkCreateResult>,
+}
+
+/// The answer to `POST /strategy/instances`: the instance, or the bulk results.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum CreatedInstances {
+    /// For `{"instances": […]}`.
+    Bulk(BulkCreateResponse),
+    /// For one instance.
+    One(Box<InstanceView>),
+}
+
 /// The `strategy` part of an instance.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]

@@ -62,11 +62,21 @@ impl TestDaemon {
 
     /// Stops the daemon, lets `while_stopped` change its directory (edit
     /// files, remove the database…), then starts a new one on it.
-    pub async fn restart_with(mut self, while_stopped: impl FnOnce(&Path)) -> Self {
+    pub async fn restart_with(self, while_stopped: impl FnOnce(&Path)) -> Self {
+        self.restart_configured(while_stopped, |_| {}).await
+    }
+
+    /// Like [`TestDaemon::restart_with`], with `configure` adjusting the new
+    /// daemon's configuration as in [`TestDaemon::start_in`].
+    pub async fn restart_configured(
+        mut self,
+        while_stopped: impl FnOnce(&Path),
+        configure: impl FnOnce(&mut Config),
+    ) -> Self {
         let temp = self._temp.take();
         self.running.take().expect("running").shutdown().await;
         while_stopped(&self.dir);
-        let mut next = Self::start_in(&self.dir, |_| {}).await;
+        let mut next = Self::start_in(&self.dir, configure).await;
         next._temp = temp;
         next
     }

@@ -10,11 +10,11 @@
 //! // config: {"dry_run": false}        (optional instance config)
 //! ```
 //!
-//! Outcomes: `upload-refused` (the upload answers 422 within the CPU budget
-//! + 1 s), `start-failed` (creating it with `autoStart` answers 422 within
-//! the budget + 1 s and leaves it `failed`), `fails-running` (it starts, then
-//! ends `failed`), `keeps-running` (it stays `running`, its log lines
-//! recorded). `lastError` (or the upload's diagnostics) must contain one of
+//! Outcomes: `upload-refused` (the upload answers 422 within the CPU
+//! budget plus 1 s), `start-failed` (creating it with `autoStart` answers
+//! 422 within the budget plus 1 s and leaves it `failed`), `fails-running`
+//! (it starts, then ends `failed`), `keeps-running` (it stays `running`, its
+//! log lines recorded). `lastError` (or the upload's diagnostics) must contain one of
 //! the `|`-separated texts. After every case the instance is deleted at
 //! once, the process's CPU use must fall back (no thread left spinning), the
 //! neighbour must have kept its event rate, and at the end the daemon's RSS

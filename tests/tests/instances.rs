@@ -349,12 +349,13 @@ async fn an_instance_whose_revision_is_missing_at_boot_starts_once_it_is_back() 
     let path = format!("strategies/fragile/{}/fragile.js", hash.trim_start_matches("sha256:"));
     let saved = std::fs::read(d.dir().join(&path)).unwrap();
     let d = d.restart_with(|dir| std::fs::remove_file(dir.join(&path)).unwrap()).await;
-    let view = instance(&d, "fragile-1").await;
+    // Restores run in the background: the instance shows `starting` until then.
+    let view = wait_for(&d, "fragile-1", Duration::from_secs(10), |v| v["state"] != "starting").await;
     assert_eq!(view["state"], "failed", "{view}");
     assert!(view["lastError"].as_str().unwrap().contains("not loaded"));
 
     let d = d.restart_with(|dir| std::fs::write(dir.join(&path), &saved).unwrap()).await;
-    let view = instance(&d, "fragile-1").await;
+    let view = wait_for(&d, "fragile-1", Duration::from_secs(10), |v| v["state"] != "starting").await;
     assert_eq!(view["state"], "running", "stored as running, so it starts once the revision is back: {view}");
 }
 

@@ -108,6 +108,12 @@ async fn timestamps_and_stopped_history_survive_a_restart() {
     assert_eq!(ids(&before), ["runs", "ran"]);
 
     let d = d.restart().await;
+    // Running instances restore in the background: wait for `runs`.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while d.get("/strategy/instances/runs").await.1["state"] != "running" {
+        assert!(std::time::Instant::now() < deadline, "runs was not restored");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     let (_, after) = d.get(&format!("/strategies/modules/{pinned}/usage?includeStopped=true")).await;
     assert_eq!(after["usage"]["firstSeen"], before["usage"]["firstSeen"], "firstSeen survives");
     assert!(after["usage"]["lastSeen"].as_str() >= before["usage"]["lastSeen"].as_str());

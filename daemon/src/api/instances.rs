@@ -3,8 +3,9 @@
 use schemars::JsonSchema;
 use serde::Deserialize;
 use strata_shared::api::{
-    BatchResponse, CreateInstanceRequest, InstanceDeleted, InstanceState, InstancesPage, MAX_TARGETS, ProviderInfo,
-    ProviderList, RefreshRequest, RefreshResponse, RepinRequest, UpdateInstanceRequest,
+    BatchResponse, BulkCreateRequest, BulkCreateResponse, BulkCreateResult, CreateInstanceRequest, InstanceDeleted,
+    InstanceState, InstancesPage, MAX_BULK_CREATE, MAX_TARGETS, ProviderInfo, ProviderList, RefreshRequest,
+    RefreshResponse, RepinRequest, UpdateInstanceRequest,
 };
 use warp::Filter;
 use warp::filters::BoxedFilter;
@@ -69,6 +70,8 @@ impl From<InstanceError> for ApiError {
             e @ InstanceError::StartFailed { .. } => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
             InstanceError::Resolve(e) => e.into(),
             InstanceError::Store(e) => e.into(),
+            e @ InstanceError::Persist(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+            e @ InstanceError::StorageFull(_) => ApiError::new(StatusCode::INSUFFICIENT_STORAGE, e.to_string()),
         }
     }
 }
@@ -136,11 +139,49 @@ async fn list(daemon: Daemon, query: Result<ListQuery, ApiError>) -> ApiResult {
     Ok(json_reply(StatusCode::OK, &InstancesPage { instances, total, offset, limit }))
 }
 
+/// `POST /strategy/instances`: one instance (201 with it), or
+/// `{"instances": […]}` (201 with one result per item, each with the status
+/// a single create would have answered).
 async fn create(daemon: Daemon, body: bytes::Bytes) -> ApiResult {
     ensure_ready(&daemon)?;
-    let request: CreateInstanceRequest = json(&body)?;
-    let view = daemon.blocking(move |d| d.instances().create(request)).await??;
-    Ok(json_reply(StatusCode::CREATED, &view))
+    let bulk = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&body)
+        .is_ok_and(|object| object.contains_key("instances"));
+    if !bulk {
+        let request: CreateInstanceRequest = json(&body)?;
+        let view = daemon.blocking(move |d| d.instances().create(request)).await??;
+        return Ok(json_reply(StatusCode::CREATED, &view));
+    }
+    let request: BulkCreateRequest = json(&body)?;
+    if request.instances.len() > MAX_BULK_CREATE {
+        return Err(ApiError::bad_request(format!(
+            "at most {MAX_BULK_CREATE} instances per request ({} given)",
+            request.instances.len()
+        )));
+    }
+    let ids: Vec<String> = request.instances.iter().map(|r| r.id.clone()).collect();
+    let outcomes = daemon.blocking(move |d| d.instances().create_many(request.instances)).await?;
+    let mut created = 0;
+    let results = ids
+        .into_iter()
+        .zip(outcomes)
+        .map(|(id, outcome)| match outcome {
+            Ok(view) => {
+                created += 1;
+                BulkCreateResult { id, status: StatusCode::CREATED.as_u16(), instance: Some(view), error: None }
+            }
+            Err(error) => {
+                // A failed start leaves the instance there, `failed`.
+                let instance = matches!(error, InstanceError::StartFailed { .. })
+                    .then(|| daemon.instances().view(&id).ok())
+                    .flatten();
+                created += usize::from(instance.is_some());
+                let message = error.to_string();
+                let status = ApiError::from(error).status().as_u16();
+                BulkCreateResult { id, status, instance, error: Some(message) }
+            }
+        })
+        .collect();
+    Ok(json_reply(StatusCode::CREATED, &BulkCreateResponse { created, results }))
 }
 
 async fn get(id: String, daemon: Daemon) -> ApiResult {

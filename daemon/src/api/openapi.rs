@@ -15,10 +15,10 @@ use schemars::generate::SchemaSettings;
 use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde_json::{Map, Value, json};
 use strata_shared::api::{
-    BatchResponse, CreateInstanceRequest, DeleteResponse, ErrorBody, Health, InstanceDeleted, InstanceView,
-    InstancesPage, ModulesPage, ProviderList, RefreshRequest, RefreshResponse, RegistryExport, RepinRequest,
-    RevisionSummary, StrategyInfo, StrategyList, TagMoveRequest, TagResponse, UpdateInstanceRequest, UploadRequest,
-    UploadResponse, UsageResponse,
+    BatchResponse, CreateInstancesBody, CreatedInstances, DeleteResponse, ErrorBody, Health, InstanceDeleted,
+    InstanceView, InstancesPage, ModulesPage, ProviderList, RefreshRequest, RefreshResponse, RegistryExport,
+    RepinRequest, RevisionSummary, StrategyInfo, StrategyList, TagMoveRequest, TagResponse, UpdateInstanceRequest,
+    UploadRequest, UploadResponse, UsageResponse,
 };
 use strata_shared::stream::{ClientMessage, ServerMessage};
 
@@ -245,10 +245,10 @@ pub const ROUTES: &[RouteDoc] = &[
     doc(
         "POST",
         "/strategy/instances",
-        "Create an instance",
+        "Create an instance, or up to 1,000 in one transaction with {instances:[…]} (per-item results)",
         201,
-        Some(schema::<CreateInstanceRequest>),
-        Body::Json(schema::<InstanceView>),
+        Some(schema::<CreateInstancesBody>),
+        Body::Json(schema::<CreatedInstances>),
     ),
     doc("GET", "/strategy/instances/{id}", "One instance", 200, None, Body::Json(schema::<InstanceView>)),
     doc(

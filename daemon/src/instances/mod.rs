@@ -1,14 +1,22 @@
 //! Strategy instances: their lifecycle, their runtimes and their
 //! persistence.
 //!
-//! Every instance is a [`Slot`] behind its own mutex; every lifecycle
-//! transition happens under that mutex, so transitions are linearisable (two
-//! concurrent starts of one instance start it once; the second sees
-//! `starting` and gets a conflict). Slow work (building a runtime, stopping
-//! one, SQLite) runs with the state set to `starting`/`stopping` and the
-//! mutex released, never across an `.await`: every method here is
-//! synchronous and the API calls it on the blocking pool.
+//! Every instance is a [`Slot`] behind its own mutex, and every transition
+//! (create, start, stop, restart, update, re-pin, refresh, fail, delete,
+//! restore) goes through one guard (`lifecycle.rs`): it *claims* the slot
+//! (marks it busy and moves its generation), does the slow work (building or
+//! stopping a runtime) with no lock held, then commits only if the
+//! generation is still its own, enqueuing its write for the group-commit
+//! writer (`commit.rs`) and answering once that write is durable. Lock
+//! order: the instance map, then a slot, then the subscriber table or the
+//! usage index. No lock is held across a disk write or an `.await`: every
+//! method here is synchronous and the API calls it on the blocking pool.
 
+mod boot;
+mod commit;
+#[cfg(test)]
+mod history;
+mod lifecycle;
 pub mod pool;
 mod refresh;
 
@@ -16,22 +24,20 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Weak};
 
 use parking_lot::{Mutex, RwLock};
-use serde_json::Value;
+use std::sync::atomic::AtomicBool;
 use strata_shared::RevisionHash;
-use strata_shared::api::{
-    CreateInstanceRequest, InstanceState, InstanceStrategy, InstanceView, Scope, UpdateInstanceRequest,
-};
-use strata_shared::names;
+use strata_shared::api::{InstanceState, InstanceStrategy, InstanceView, Scope};
 use time::OffsetDateTime;
 
 use crate::js::JsLimits;
 use crate::registry::{Registry, ResolveError};
-use crate::runtime::config::validate_config;
-use crate::runtime::host::{HostShared, HostSpec, JsInstance};
-use crate::store::{AuditEntry, InstanceStore, Store, StoreError, StoredInstance, StoredState};
+use crate::runtime::host::HostShared;
+use crate::store::{AuditEntry, Store, StoreError, StoredInstance, StoredState};
 use crate::usage::{Followed, Pin, UsageIndex};
 use crate::venue::{MarketEvent, PrivateSink, Provider};
-use pool::{Cell, Pool, PoolSleepHook};
+use commit::Committer;
+use lifecycle::{Op, Phase};
+use pool::{Cell, Pool};
 
 /// Why an instance operation failed; the API maps each to a status code.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +65,13 @@ pub enum InstanceError {
     /// The database failed (503).
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A write could not be made durable (503); the change may show in
+    /// memory until the instance's next transition.
+    #[error("could not persist the change: {0}")]
+    Persist(String),
+    /// A write failed because the disk is full (507).
+    #[error("could not persist the change: {0}")]
+    StorageFull(String),
 }
 
 /// Runtime options of the instance manager.
@@ -91,8 +104,53 @@ struct Slot {
     shared: Arc<HostShared>,
     /// The running cell, while `running`.
     cell: Option<Arc<Cell>>,
-    /// Incremented on every start so stale reports are ignored.
+    /// Moved by every claim: a transition commits only while it is its own.
     generation: u64,
+    /// The transition holding the slot, if any (see `lifecycle.rs`).
+    busy: Option<Op>,
+    /// Created, restoring, live or deleted.
+    phase: Phase,
+    /// A failure the running cell reported while the slot was busy; applied
+    /// when the claim is released, unless the claim replaced the cell.
+    pending_failure: Option<String>,
+}
+
+impl Slot {
+    fn new(
+        record: StoredInstance,
+        state: InstanceState,
+        last_error: Option<String>,
+        phase: Phase,
+        shared: Arc<HostShared>,
+    ) -> Self {
+        Slot {
+            record,
+            state,
+            last_error,
+            started_at: None,
+            shared,
+            cell: None,
+            generation: 0,
+            busy: None,
+            phase,
+            pending_failure: None,
+        }
+    }
+
+    /// Invisible to every reader: not yet created, or deleted.
+    fn hidden(&self) -> bool {
+        matches!(self.phase, Phase::Creating | Phase::Deleted)
+    }
+
+    /// The state a daemon restart must find.
+    fn stored_state(&self) -> StoredState {
+        match self.state {
+            InstanceState::Failed => StoredState::Failed,
+            InstanceState::Running => StoredState::Running,
+            _ if self.phase == Phase::Restoring => StoredState::Running,
+            _ => StoredState::Stopped,
+        }
+    }
 }
 
 /// (provider, symbol) → the running cells subscribed to it.
@@ -109,6 +167,12 @@ pub struct Instances {
     options: InstanceOptions,
     slots: RwLock<BTreeMap<String, Arc<Mutex<Slot>>>>,
     subscribers: RwLock<Subscribers>,
+    /// The group-commit writer every instance write goes through.
+    committer: Committer,
+    /// In-flight runtime builds and their deadlines.
+    watchdog: Arc<boot::Watchdog>,
+    /// Set by [`Instances::shutdown`]: restores still queued are abandoned.
+    closing: AtomicBool,
 }
 
 impl std::fmt::Debug for Instances {
@@ -122,6 +186,18 @@ fn now() -> OffsetDateTime {
 }
 
 impl Instances {
+    /// Fresh per-instance shared state (counters, log ring within the limits).
+    fn new_shared(&self) -> Arc<HostShared> {
+        let shared = HostShared::with_metrics(self.options.js_metrics.clone());
+        shared.logs.set_limits(self.options.log_limits);
+        Arc::new(shared)
+    }
+
+    /// `error` cut to the log line limit, as a `lastError` is kept and stored.
+    fn bounded_error(&self, error: String) -> String {
+        crate::runtime::logs::truncate_message(error, self.options.log_limits.line_max_bytes)
+    }
+
     /// A manager with no instances; `providers` are the configured venues.
     pub fn new(
         registry: Arc<Registry>,
@@ -131,7 +207,8 @@ impl Instances {
         options: InstanceOptions,
     ) -> Arc<Self> {
         let pool = Pool::new(options.workers);
-        Arc::new_cyclic(|me| Self {
+        let committer = Committer::start(store.clone(), usage.clone());
+        let instances = Arc::new_cyclic(|me| Self {
             me: me.clone(),
             registry,
             store,
@@ -141,7 +218,12 @@ impl Instances {
             options,
             slots: RwLock::new(BTreeMap::new()),
             subscribers: RwLock::new(HashMap::new()),
-        })
+            committer,
+            watchdog: Arc::default(),
+            closing: AtomicBool::new(false),
+        });
+        boot::Watchdog::spawn(&instances);
+        instances
     }
 
     /// The configured providers.
@@ -153,6 +235,7 @@ impl Instances {
         self.providers.iter().find(|p| p.name() == name)
     }
 
+    /// The slot of `id`; the caller checks [`Slot::hidden`] under its lock.
     fn slot(&self, id: &str) -> Result<Arc<Mutex<Slot>>, InstanceError> {
         self.slots.read().get(id).cloned().ok_or_else(|| InstanceError::NotFound(id.to_owned()))
     }
@@ -172,85 +255,13 @@ impl Instances {
         }
     }
 
-    /// Writes the usage entries changed since the last flush. Called after
-    /// every lifecycle write, so an acknowledged transition's usage is on
-    /// disk too, and periodically for `lastSeen`.
+    /// Writes the usage entries changed since the last flush, through the
+    /// group-commit writer (which also writes them with every lifecycle
+    /// commit); called periodically for `lastSeen`.
     pub fn flush_usage(&self) {
-        let dirty = self.usage.take_dirty();
-        if !dirty.is_empty()
-            && let Err(error) = self.store.save_usage(&dirty)
-        {
+        if let Err(error) = self.committer.enqueue(Vec::new()).wait() {
             tracing::error!(%error, "could not persist the usage index");
         }
-    }
-
-    /// Restores the usage index's timestamps and history, then every stored
-    /// instance on exactly its pinned hash, starting those that were
-    /// running. Returns how many instances were restored.
-    pub fn restore(&self) -> Result<usize, InstanceError> {
-        self.usage.restore(self.store.load_usage()?);
-        let stored = self.store.load_instances()?;
-        let count = stored.len();
-        let mut to_start = Vec::new();
-        {
-            let mut slots = self.slots.write();
-            for (record, state, last_error) in stored {
-                if state == StoredState::Running {
-                    to_start.push(record.id.clone());
-                }
-                let state = if state == StoredState::Failed { InstanceState::Failed } else { InstanceState::Stopped };
-                self.usage.created(Self::pin(&record), now());
-                let slot = Slot {
-                    record,
-                    state,
-                    // Cut when first recorded (a mark fits on top); a longer one
-                    // was stored by an older daemon.
-                    last_error: last_error.map(|e| {
-                        let max = self.options.log_limits.line_max_bytes + crate::runtime::logs::MAX_MARK_BYTES;
-                        crate::runtime::logs::truncate_message(e, max)
-                    }),
-                    started_at: None,
-                    shared: self.new_shared(),
-                    cell: None,
-                    generation: 0,
-                };
-                slots.insert(slot.record.id.clone(), Arc::new(Mutex::new(slot)));
-            }
-        }
-        for id in to_start {
-            let slot = self.slot(&id)?;
-            let missing = {
-                let s = slot.lock();
-                self.registry.read(|st| st.revision(&s.record.hash).is_none()).then(|| s.record.hash)
-            };
-            if let Some(hash) = missing {
-                // Most likely a broken registry entry: show the instance as
-                // failed but keep it stored as running, so that it starts
-                // again at the next boot once the registry is fixed.
-                let error = format!("revision {hash} is not loaded (see /strategies/registry errors); not started");
-                tracing::warn!(instance = %id, %error, "could not restart instance at boot");
-                let mut s = slot.lock();
-                s.state = InstanceState::Failed;
-                s.last_error = Some(error);
-                continue;
-            }
-            if let Err(error) = self.start(&id) {
-                tracing::warn!(instance = %id, %error, "could not restart instance at boot");
-            }
-        }
-        Ok(count)
-    }
-
-    /// Fresh per-instance shared state (counters, log ring within the limits).
-    fn new_shared(&self) -> Arc<HostShared> {
-        let shared = HostShared::with_metrics(self.options.js_metrics.clone());
-        shared.logs.set_limits(self.options.log_limits);
-        Arc::new(shared)
-    }
-
-    /// `error` cut to the log line limit, as a `lastError` is kept and stored.
-    fn bounded_error(&self, error: String) -> String {
-        crate::runtime::logs::truncate_message(error, self.options.log_limits.line_max_bytes)
     }
 
     fn validate_scope(&self, scope: &Scope) -> Result<(), InstanceError> {
@@ -272,337 +283,6 @@ impl Instances {
             }
         }
         Ok(())
-    }
-
-    /// Creates an instance pinned to what its selector resolves to now.
-    pub fn create(&self, request: CreateInstanceRequest) -> Result<InstanceView, InstanceError> {
-        names::validate_instance_id(&request.id).map_err(|e| InstanceError::BadRequest(e.to_string()))?;
-        let resolved = self.registry.resolve(&request.strategy.identifier)?;
-        let revision = self.registry.read(|s| s.revision(&resolved.hash).cloned()).ok_or_else(|| {
-            ResolveError::UnknownRevision {
-                hash: resolved.hash.to_string(),
-                within: Some(resolved.strategy.to_string()),
-            }
-        })?;
-        self.validate_scope(&request.scope)?;
-        let config = validate_config(&revision.metadata, &Value::Object(request.strategy.config.clone()))
-            .map_err(|errors| InstanceError::BadRequest(format!("invalid config: {}", errors.join("; "))))?;
-        let record = StoredInstance {
-            id: request.id.clone(),
-            selector: request.strategy.identifier.clone(),
-            strategy: resolved.strategy.to_string(),
-            hash: resolved.hash,
-            config,
-            scope: request.scope.clone(),
-            created_at: now(),
-        };
-        let slot = Arc::new(Mutex::new(Slot {
-            record: record.clone(),
-            state: InstanceState::Stopped,
-            last_error: None,
-            started_at: None,
-            shared: self.new_shared(),
-            cell: None,
-            generation: 0,
-        }));
-        {
-            // The id is claimed and persisted under the map's write lock, so
-            // two concurrent creates of one id create it once.
-            let mut slots = self.slots.write();
-            if slots.contains_key(&request.id) {
-                return Err(InstanceError::Conflict(format!("instance \"{}\" already exists", request.id)));
-            }
-            self.store.save_instance(&record, StoredState::Stopped, &Self::audit("create", &record, None))?;
-            self.usage.created(Self::pin(&record), now());
-            slots.insert(request.id.clone(), slot);
-        }
-        if request.auto_start {
-            return self.start(&request.id);
-        }
-        self.view(&request.id)
-    }
-
-    /// Starts a stopped or failed instance.
-    pub fn start(&self, id: &str) -> Result<InstanceView, InstanceError> {
-        self.start_inner(id, true)
-    }
-
-    /// Starts an instance; `persist: false` when its stored state already
-    /// says running (a batch re-pin wrote it). A failure is always persisted.
-    fn start_inner(&self, id: &str, persist: bool) -> Result<InstanceView, InstanceError> {
-        let slot = self.slot(id)?;
-        let (record, generation, shared) = {
-            let mut s = slot.lock();
-            match s.state {
-                InstanceState::Stopped | InstanceState::Failed => {}
-                other => {
-                    return Err(InstanceError::Conflict(format!("instance \"{id}\" is {}", other.as_str())));
-                }
-            }
-            s.state = InstanceState::Starting;
-            s.generation += 1;
-            s.shared.reset_stop();
-            (s.record.clone(), s.generation, s.shared.clone())
-        };
-        let built = self.build_runtime(&record, shared.clone());
-        let mut s = slot.lock();
-        if s.generation != generation || s.state != InstanceState::Starting {
-            // Deleted or superseded while starting: throw this runtime away.
-            return Err(InstanceError::Conflict(format!("instance \"{id}\" changed while starting")));
-        }
-        match built {
-            Ok(js) => {
-                let metadata_events = self
-                    .registry
-                    .read(|st| st.revision(&record.hash).map(|r| r.metadata.events.clone()))
-                    .unwrap_or_default();
-                let cell = Cell::new(
-                    Arc::from(id),
-                    generation,
-                    js,
-                    shared,
-                    metadata_events,
-                    self.options.queue_capacity,
-                    self.fatal_handler(),
-                );
-                self.subscribe(&record, &cell);
-                s.cell = Some(cell);
-                s.state = InstanceState::Running;
-                s.last_error = None;
-                let started = now();
-                s.started_at = Some(started);
-                self.usage.started(&Arc::from(record.strategy.as_str()), record.hash, id, started);
-                drop(s);
-                if persist {
-                    self.store.set_state(id, StoredState::Running, None, &Self::audit("start", &record, None))?;
-                    self.flush_usage();
-                }
-                self.view(id)
-            }
-            Err(error) => {
-                let error = self.bounded_error(error);
-                s.state = InstanceState::Failed;
-                s.last_error = Some(error.clone());
-                drop(s);
-                let audit = Self::audit("fail", &record, Some(error.clone()));
-                self.store.set_state(id, StoredState::Failed, Some(&error), &audit)?;
-                self.flush_usage();
-                Err(InstanceError::StartFailed { id: id.to_owned(), error })
-            }
-        }
-    }
-
-    fn build_runtime(&self, record: &StoredInstance, shared: Arc<HostShared>) -> Result<JsInstance, String> {
-        let revision = self
-            .registry
-            .read(|s| s.revision(&record.hash).cloned())
-            .ok_or_else(|| format!("revision {} of {} is not loaded", record.hash, record.strategy))?;
-        let source = self.registry.source(&revision).map_err(|e| e.to_string())?;
-        let source = String::from_utf8(source).map_err(|_| "module is not UTF-8".to_owned())?;
-        let scope = record
-            .scope
-            .iter()
-            .filter_map(|(name, entry)| {
-                let provider = self.provider(name)?.clone();
-                Some((provider, entry.symbols.iter().map(|s| Arc::from(s.as_str())).collect()))
-            })
-            .collect();
-        let spec = HostSpec {
-            instance_id: Arc::from(record.id.as_str()),
-            strategy: Arc::from(record.strategy.as_str()),
-            hash: record.hash,
-            metadata: revision.metadata.clone(),
-            config: record.config.clone(),
-            scope,
-            limits: self.options.js_limits.clone(),
-            sleep_cap: self.options.sleep_cap,
-            max_orders_per_sec: self.options.max_orders_per_sec,
-        };
-        JsInstance::start(spec, &source, shared, Arc::new(PoolSleepHook::new(&self.pool))).map_err(|e| e.to_string())
-    }
-
-    fn fatal_handler(&self) -> pool::FatalHandler {
-        let me = self.me.clone();
-        Arc::new(move |cell: &Cell, error: String| {
-            if let Some(me) = me.upgrade() {
-                me.mark_failed(&cell.id, cell.generation, error);
-            }
-        })
-    }
-
-    /// Marks a running instance failed exactly as its runtime dying would
-    /// (fault injection for tests and operators' drills); a conflict when it
-    /// is not running.
-    pub fn fail(&self, id: &str, error: &str) -> Result<(), InstanceError> {
-        let (generation, cell) = {
-            let slot = self.slot(id)?;
-            let s = slot.lock();
-            if s.state != InstanceState::Running {
-                return Err(InstanceError::Conflict(format!("instance \"{id}\" is {}", s.state.as_str())));
-            }
-            (s.generation, s.cell.clone())
-        };
-        self.mark_failed(id, generation, error.to_owned());
-        // A real failure has no runtime left; this one must be shut down.
-        if let Some(cell) = cell {
-            cell.shared.request_stop();
-            drop(cell.take_runtime());
-        }
-        Ok(())
-    }
-
-    /// Marks a running instance failed after its runtime died.
-    fn mark_failed(&self, id: &str, generation: u64, error: String) {
-        let Ok(slot) = self.slot(id) else { return };
-        let error = self.bounded_error(error);
-        let record = {
-            let mut s = slot.lock();
-            if s.generation != generation || s.state != InstanceState::Running {
-                return;
-            }
-            if let Some(cell) = s.cell.take() {
-                self.unsubscribe(&s.record, &cell);
-            }
-            s.state = InstanceState::Failed;
-            s.last_error = Some(error.clone());
-            self.usage.failed(&Arc::from(s.record.strategy.as_str()), s.record.hash, id, now());
-            s.record.clone()
-        };
-        tracing::warn!(instance = %id, strategy = %record.strategy, hash = %record.hash, %error, "instance failed");
-        let audit = Self::audit("fail", &record, Some(error.clone()));
-        if let Err(e) = self.store.set_state(id, StoredState::Failed, Some(&error), &audit) {
-            tracing::error!(instance = %id, error = %e, "could not persist a failure");
-        }
-        self.flush_usage();
-    }
-
-    /// Stops a running instance.
-    pub fn stop(&self, id: &str) -> Result<InstanceView, InstanceError> {
-        self.stop_inner(id, true)?;
-        self.view(id)
-    }
-
-    fn stop_inner(&self, id: &str, persist: bool) -> Result<StoredInstance, InstanceError> {
-        let slot = self.slot(id)?;
-        let (cell, record) = {
-            let mut s = slot.lock();
-            if s.state != InstanceState::Running {
-                return Err(InstanceError::Conflict(format!("instance \"{id}\" is {}", s.state.as_str())));
-            }
-            s.state = InstanceState::Stopping;
-            let cell = s.cell.take();
-            if let Some(cell) = &cell {
-                self.unsubscribe(&s.record, cell);
-            }
-            (cell, s.record.clone())
-        };
-        if let Some(cell) = cell {
-            cell.shared.request_stop();
-            drop(cell.take_runtime());
-        }
-        {
-            let mut s = slot.lock();
-            s.state = InstanceState::Stopped;
-            s.started_at = None;
-            self.usage.stopped(&Arc::from(record.strategy.as_str()), record.hash, id, now());
-        }
-        if persist {
-            self.store.set_state(id, StoredState::Stopped, None, &Self::audit("stop", &record, None))?;
-            self.flush_usage();
-        }
-        Ok(record)
-    }
-
-    /// Restarts an instance on the same hash (starts it if it was stopped).
-    pub fn restart(&self, id: &str) -> Result<InstanceView, InstanceError> {
-        match self.stop_inner(id, false) {
-            Ok(_) | Err(InstanceError::Conflict(_)) => {}
-            Err(e) => return Err(e),
-        }
-        self.start(id)
-    }
-
-    /// Deletes an instance, stopping it first if it runs.
-    pub fn delete(&self, id: &str) -> Result<(), InstanceError> {
-        match self.stop_inner(id, false) {
-            Ok(_) | Err(InstanceError::Conflict(_)) => {}
-            Err(e) => return Err(e),
-        }
-        let slot = {
-            let mut slots = self.slots.write();
-            let slot = slots.get(id).cloned().ok_or_else(|| InstanceError::NotFound(id.to_owned()))?;
-            {
-                let s = slot.lock();
-                if matches!(s.state, InstanceState::Running | InstanceState::Starting | InstanceState::Stopping) {
-                    return Err(InstanceError::Conflict(format!("instance \"{id}\" is {}", s.state.as_str())));
-                }
-                self.store.delete_instance(id, &Self::audit("delete", &s.record, None))?;
-                self.usage.deleted(Self::pin(&s.record), now());
-            }
-            slots.remove(id);
-            slot
-        };
-        for provider in &self.providers {
-            provider.forget_owner(id);
-        }
-        // A start racing with this delete sees the generation move and gives up.
-        slot.lock().generation += 1;
-        self.flush_usage();
-        Ok(())
-    }
-
-    /// Replaces an instance's config (never its pin); a running instance
-    /// restarts with it on the same hash.
-    pub fn update(&self, id: &str, request: UpdateInstanceRequest) -> Result<InstanceView, InstanceError> {
-        let slot = self.slot(id)?;
-        let (record, was_running, was_failed) = {
-            let s = slot.lock();
-            (s.record.clone(), s.state == InstanceState::Running, s.state == InstanceState::Failed)
-        };
-        if request.id.as_deref().is_some_and(|given| given != id) {
-            return Err(InstanceError::BadRequest("id cannot change".into()));
-        }
-        if request.scope.as_ref().is_some_and(|scope| *scope != record.scope) {
-            return Err(InstanceError::BadRequest("scope cannot change; only config may differ".into()));
-        }
-        let mut config = request.config.clone();
-        if let Some(strategy) = &request.strategy {
-            let identifier = strategy.get("identifier").and_then(Value::as_str);
-            let selector = strategy.get("selector").and_then(Value::as_str);
-            if identifier.is_some_and(|i| i != record.selector && i != record.strategy)
-                || selector.is_some_and(|s| s != record.selector)
-                || strategy.get("hash").and_then(Value::as_str).is_some_and(|h| h != record.hash.to_string())
-            {
-                return Err(InstanceError::BadRequest(
-                    "the strategy cannot change (a config update never re-pins); only config may differ".into(),
-                ));
-            }
-            if config.is_none() {
-                config = strategy.get("config").and_then(Value::as_object).cloned();
-            }
-        }
-        let config = config.ok_or_else(|| InstanceError::BadRequest("config is required".into()))?;
-        let metadata = self
-            .registry
-            .read(|s| s.revision(&record.hash).map(|r| r.metadata.clone()))
-            .ok_or_else(|| InstanceError::Conflict(format!("revision {} is no longer loaded", record.hash)))?;
-        let config = validate_config(&metadata, &Value::Object(config))
-            .map_err(|errors| InstanceError::BadRequest(format!("invalid config: {}", errors.join("; "))))?;
-        let updated = StoredInstance { config, ..record.clone() };
-        {
-            let mut s = slot.lock();
-            s.record = updated.clone();
-        }
-        let state = match (was_running, was_failed) {
-            (true, _) => StoredState::Running,
-            (_, true) => StoredState::Failed,
-            _ => StoredState::Stopped,
-        };
-        self.store.save_instance(&updated, state, &Self::audit("update", &updated, None))?;
-        if was_running {
-            return self.restart(id);
-        }
-        self.view(id)
     }
 
     fn subscribe(&self, record: &StoredInstance, cell: &Arc<Cell>) {
@@ -645,6 +325,9 @@ impl Instances {
     pub fn view(&self, id: &str) -> Result<InstanceView, InstanceError> {
         let slot = self.slot(id)?;
         let s = slot.lock();
+        if s.hidden() {
+            return Err(InstanceError::NotFound(id.to_owned()));
+        }
         Ok(self.render(&s))
     }
 
@@ -689,7 +372,14 @@ impl Instances {
             let page: Vec<_> = slots.values().skip(offset).take(limit).cloned().collect();
             let total = slots.len();
             drop(slots);
-            return (page.iter().map(|slot| self.render(&slot.lock())).collect(), total);
+            let views = page
+                .iter()
+                .filter_map(|slot| {
+                    let s = slot.lock();
+                    (!s.hidden()).then(|| self.render(&s))
+                })
+                .collect();
+            return (views, total);
         }
         let candidates: Vec<String> = if filter.drift == Some(true) {
             self.drifting()
@@ -705,7 +395,7 @@ impl Instances {
         for id in candidates {
             let Ok(slot) = self.slot(&id) else { continue };
             let s = slot.lock();
-            if !filter.matches(&s.record, s.state) {
+            if s.hidden() || !filter.matches(&s.record, s.state) {
                 continue;
             }
             let view = if filter.drift.is_some() || (total >= offset && page.len() < limit) {
@@ -769,7 +459,13 @@ impl Instances {
     /// Recent log lines of one instance.
     pub fn logs(&self, id: &str) -> Result<Vec<crate::runtime::logs::LogLine>, InstanceError> {
         let slot = self.slot(id)?;
-        let shared = slot.lock().shared.clone();
+        let shared = {
+            let s = slot.lock();
+            if s.hidden() {
+                return Err(InstanceError::NotFound(id.to_owned()));
+            }
+            s.shared.clone()
+        };
         Ok(shared.logs.lines())
     }
 
@@ -777,19 +473,6 @@ impl Instances {
     /// guards), from the usage index: no scan.
     pub fn referencing(&self, hashes: &[strata_shared::RevisionHash]) -> Vec<(String, strata_shared::RevisionHash)> {
         hashes.iter().flat_map(|hash| self.usage.pinned_to(*hash).into_iter().map(|id| (id, *hash))).collect()
-    }
-
-    /// Stops every runtime (daemon shutdown) without changing stored states,
-    /// so running instances start again at the next boot.
-    pub fn shutdown(&self) {
-        // Record that running revisions were seen until now; the stops below
-        // are not persisted, so the next boot restarts these instances.
-        self.usage.touch_running(now());
-        self.flush_usage();
-        let ids: Vec<String> = self.slots.read().keys().cloned().collect();
-        for id in ids {
-            let _ = self.stop_inner(&id, false);
-        }
     }
 }
 

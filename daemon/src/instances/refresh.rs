@@ -7,10 +7,9 @@ use std::collections::BTreeSet;
 use strata_shared::api::{InstanceState, RefreshReason, RefreshRequest, RefreshResult};
 use strata_shared::{RevisionHash, Selector};
 
+use super::lifecycle::Repin;
 use super::{InstanceError, Instances};
 use crate::registry::ResolveError;
-use crate::runtime::config::validate_config;
-use crate::store::StoredState;
 
 impl Instances {
     /// The strategies whose registry entries a refresh must re-read, or
@@ -156,16 +155,26 @@ impl Instances {
         }
         let mut outcomes = self.repin_many(moves).into_iter();
         for result in per_instance.iter_mut().filter(|r| r.reason == RefreshReason::Refreshed) {
-            if let Some(Err(error)) = outcomes.next() {
+            match outcomes.next() {
+                // Moved: from where it was when the move claimed it.
+                Some(Ok(Some(previous))) => result.previous_hash = Some(previous),
+                // Already there by then (another move got there first).
+                Some(Ok(None)) => {
+                    result.reason = RefreshReason::AlreadyPinned;
+                    result.previous_hash = None;
+                }
                 // Re-pinned but not restarted, or not moved at all: say where
                 // the instance is pinned now.
-                let id = &result.instances[0];
-                let now = self.slot(id).ok().map(|slot| slot.lock().record.hash);
-                result.reason = RefreshReason::Failed;
-                if now == result.previous_hash {
-                    result.hash = result.previous_hash.take();
+                Some(Err(error)) => {
+                    let id = &result.instances[0];
+                    let now = self.slot(id).ok().map(|slot| slot.lock().record.hash);
+                    result.reason = RefreshReason::Failed;
+                    if now == result.previous_hash {
+                        result.hash = result.previous_hash.take();
+                    }
+                    result.error = Some(error.to_string());
                 }
-                result.error = Some(error.to_string());
+                None => {}
             }
         }
         per_instance.sort_by(|a, b| a.instances.cmp(&b.instances));
@@ -199,106 +208,59 @@ impl Instances {
 
     /// Moves instances onto new hashes (and selectors, when given), keeping
     /// their config; running ones restart there, stopped ones stay stopped.
-    /// Returns one outcome per move, in order.
+    /// Returns one outcome per move, in order: the hash it moved from, or
+    /// `None` when it was already there by the time it was claimed.
     ///
-    /// Done in chunks: stop and re-pin a chunk in memory (and in the usage
-    /// index), persist the chunk's new pins in one transaction, then restart
-    /// its running instances in parallel. An instance is down for about one
-    /// chunk's restart time, and a refresh of thousands costs a few fsyncs
-    /// rather than several per instance.
-    pub fn repin_many(&self, moves: Vec<(String, RevisionHash, Option<String>)>) -> Vec<Result<(), InstanceError>> {
+    /// Done in chunks: claim and re-pin a chunk (the writes of the stopped
+    /// ones queued together, so they share a commit), restart its running
+    /// instances in parallel, then wait for the chunk's writes. A running
+    /// instance is down for about one chunk's restart time.
+    pub fn repin_many(
+        &self,
+        moves: Vec<(String, RevisionHash, Option<String>)>,
+    ) -> Vec<Result<Option<RevisionHash>, InstanceError>> {
         let mut outcomes = Vec::with_capacity(moves.len());
         for chunk in moves.chunks(REPIN_CHUNK) {
-            let mut prepared = Vec::new();
             let first = outcomes.len();
+            let mut restarts = Vec::new();
+            let mut written = Vec::new();
             for (offset, (id, hash, selector)) in chunk.iter().enumerate() {
-                match self.detach_and_repin(id, *hash, selector.clone()) {
-                    Ok(moved) => {
-                        prepared.push((first + offset, moved));
-                        outcomes.push(Ok(()));
+                match self.repin(id, *hash, selector.clone()) {
+                    Ok(repin @ Repin::Restart(..)) => restarts.push((first + offset, repin)),
+                    Ok(repin) => written.push((first + offset, repin)),
+                    Err(error) => {
+                        outcomes.push(Err(error));
+                        continue;
                     }
-                    Err(error) => outcomes.push(Err(error)),
                 }
+                outcomes.push(Ok(None));
             }
-            let batch: Vec<_> = prepared
-                .iter()
-                .map(|(_, (updated, previous, was_running))| {
-                    let state = if *was_running { StoredState::Running } else { StoredState::Stopped };
-                    let detail = Some(format!("{previous} -> {}", updated.hash));
-                    (updated.clone(), state, Self::audit("repin", updated, detail))
-                })
-                .collect();
-            if let Err(error) = self.store.save_instances(&batch) {
-                let message = format!("the new pin could not be persisted: {error}");
-                for (index, _) in &prepared {
-                    outcomes[*index] = Err(InstanceError::Conflict(message.clone()));
-                }
-                continue;
-            }
-            let restarts: Vec<(usize, &str)> = prepared
-                .iter()
-                .filter(|(_, (_, _, was_running))| *was_running)
-                .map(|(index, (updated, _, _))| (*index, updated.id.as_str()))
-                .collect();
             let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).min(restarts.len().max(1));
-            let failures: Vec<(usize, InstanceError)> = std::thread::scope(|scope| {
-                let workers: Vec<_> = restarts
-                    .chunks(restarts.len().div_ceil(threads).max(1))
+            let per_thread = restarts.len().div_ceil(threads).max(1);
+            let mut parts: Vec<Vec<(usize, Repin<'_>)>> = Vec::new();
+            let mut restarts = restarts.into_iter().peekable();
+            while restarts.peek().is_some() {
+                parts.push(restarts.by_ref().take(per_thread).collect());
+            }
+            let restarted: Vec<(usize, Result<Option<RevisionHash>, InstanceError>)> = std::thread::scope(|scope| {
+                let workers: Vec<_> = parts
+                    .into_iter()
                     .map(|part| {
                         scope.spawn(move || {
-                            part.iter()
-                                .filter_map(|(index, id)| self.start_inner(id, false).err().map(|e| (*index, e)))
-                                .collect::<Vec<_>>()
+                            part.into_iter().map(|(index, repin)| (index, self.finish_repin(repin))).collect::<Vec<_>>()
                         })
                     })
                     .collect();
                 workers.into_iter().flat_map(|w| w.join().expect("restart worker panicked")).collect()
             });
-            for (index, error) in failures {
-                outcomes[index] = Err(error);
+            for (index, repin) in written {
+                outcomes[index] = self.finish_repin(repin);
+            }
+            for (index, outcome) in restarted {
+                outcomes[index] = outcome;
             }
         }
-        self.flush_usage();
         outcomes
-    }
-
-    /// Stops an instance if it runs and re-pins it in memory and in the usage
-    /// index; returns its new record, its previous hash and whether it ran.
-    fn detach_and_repin(
-        &self,
-        id: &str,
-        hash: RevisionHash,
-        selector: Option<String>,
-    ) -> Result<(super::StoredInstance, RevisionHash, bool), InstanceError> {
-        let slot = self.slot(id)?;
-        let (record, state) = {
-            let s = slot.lock();
-            (s.record.clone(), s.state)
-        };
-        let (metadata, current) = self.registry.read(|st| {
-            (st.revision(&hash).map(|r| r.metadata.clone()), st.revision(&record.hash).map(|r| r.metadata.clone()))
-        });
-        let metadata = metadata.ok_or_else(|| InstanceError::Conflict(format!("revision {hash} is not loaded")))?;
-        let config = carry_config(&record.config, current.as_deref(), &metadata);
-        let config = validate_config(&metadata, &serde_json::Value::Object(config)).map_err(|errors| {
-            InstanceError::BadRequest(format!("config does not fit {hash}: {}", errors.join("; ")))
-        })?;
-        let was_running = state == InstanceState::Running;
-        if was_running {
-            self.stop_inner(id, false)?;
-        }
-        let updated = super::StoredInstance {
-            hash,
-            config,
-            selector: selector.unwrap_or_else(|| record.selector.clone()),
-            ..record.clone()
-        };
-        {
-            let mut s = slot.lock();
-            s.record = updated.clone();
-            self.usage.repinned(record.hash, &record.selector, Self::pin(&updated), super::now());
-        }
-        Ok((updated, record.hash, was_running))
     }
 }
 
@@ -307,7 +269,7 @@ impl Instances {
 /// current revision filled in (nobody chose them), so rolling back to an
 /// older schema works; a value someone set is kept, and a target that does
 /// not accept it refuses the move.
-fn carry_config(
+pub(super) fn carry_config(
     config: &serde_json::Map<String, serde_json::Value>,
     current: Option<&strata_shared::metadata::ModuleMetadata>,
     target: &strata_shared::metadata::ModuleMetadata,
@@ -369,7 +331,7 @@ impl Instances {
     ) -> Vec<strata_shared::api::BatchResult> {
         let ids = self.usage.pinned_to(from);
         let outcomes = if from == target {
-            ids.iter().map(|_| Ok(())).collect()
+            ids.iter().map(|_| Ok(None)).collect()
         } else {
             self.repin_many(ids.iter().map(|id| (id.clone(), target, Some(to.to_owned()))).collect())
         };
@@ -378,7 +340,8 @@ impl Instances {
             .map(|(id, outcome)| {
                 // A failed restart leaves the instance on the new pin.
                 let now = self.slot(&id).ok().map_or(from, |slot| slot.lock().record.hash);
-                batch_result(id, from, now, from != target, outcome)
+                let acted = matches!(outcome, Ok(Some(_)));
+                batch_result(id, from, now, acted, outcome.map(|_| ()))
             })
             .collect()
     }

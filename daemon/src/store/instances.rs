@@ -133,7 +133,7 @@ impl Store {
         })
     }
 
-    fn journal(tx: &rusqlite::Transaction<'_>, audit: &AuditEntry) -> Result<(), StoreError> {
+    fn journal(tx: &rusqlite::Connection, audit: &AuditEntry) -> Result<(), StoreError> {
         tx.prepare_cached(
             "INSERT INTO audit (action, instance_id, strategy, hash, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
         )?
@@ -141,30 +141,87 @@ impl Store {
         Ok(())
     }
 
-    fn upsert(tx: &rusqlite::Transaction<'_>, instance: &StoredInstance, state: StoredState) -> Result<(), StoreError> {
+    fn upsert(
+        tx: &rusqlite::Connection,
+        instance: &StoredInstance,
+        state: StoredState,
+        last_error: Option<&str>,
+    ) -> Result<(), StoreError> {
         let spec = serde_json::to_string(instance).expect("instance spec serialises");
         tx.prepare_cached(
-            "INSERT INTO instances (id, spec, state, last_error) VALUES (?1, ?2, ?3, NULL)
+            "INSERT INTO instances (id, spec, state, last_error) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT(id) DO UPDATE SET spec = excluded.spec, state = excluded.state,
-             updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')",
+             last_error = excluded.last_error, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')",
         )?
-        .execute(params![instance.id, spec, state.as_str()])?;
+        .execute(params![instance.id, spec, state.as_str(), last_error])?;
         Ok(())
     }
 
-    /// Saves many instances with their audit lines in one transaction (one
-    /// fsync for a whole batch re-pin instead of one per instance).
-    pub fn save_instances(&self, batch: &[(StoredInstance, StoredState, AuditEntry)]) -> Result<(), StoreError> {
-        self.with_conn(|conn| {
-            let tx = conn.transaction()?;
-            for (instance, state, audit) in batch {
-                Self::upsert(&tx, instance, *state)?;
-                Self::journal(&tx, audit)?;
+    fn apply(tx: &rusqlite::Connection, write: &InstanceWrite) -> Result<(), StoreError> {
+        match write {
+            InstanceWrite::Save { instance, state, last_error, audits } => {
+                Self::upsert(tx, instance, *state, last_error.as_deref())?;
+                audits.iter().try_for_each(|audit| Self::journal(tx, audit))
             }
+            InstanceWrite::Delete { id, audit } => {
+                tx.prepare_cached("DELETE FROM instances WHERE id = ?1")?.execute([id])?;
+                Self::journal(tx, audit)
+            }
+        }
+    }
+
+    /// Group commit: applies several callers' writes and the changed usage
+    /// entries in ONE transaction (one fsync). Each group runs in its own
+    /// savepoint, so a group that fails is rolled back alone and reported in
+    /// its slot of the answer; the outer error means the commit itself failed
+    /// and nothing was written.
+    pub fn commit_groups<'a>(
+        &self,
+        groups: impl IntoIterator<Item = &'a [InstanceWrite]>,
+        usage: &[crate::usage::Persisted],
+    ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+        self.with_conn(|conn| {
+            let mut tx = conn.transaction()?;
+            let mut outcomes = Vec::new();
+            for group in groups {
+                let mut savepoint = tx.savepoint()?;
+                let applied = group.iter().try_for_each(|write| Self::apply(&savepoint, write));
+                if applied.is_ok() {
+                    savepoint.commit()?;
+                } else {
+                    savepoint.rollback()?;
+                }
+                outcomes.push(applied);
+            }
+            Self::write_usage(&tx, usage)?;
             tx.commit()?;
-            Ok(())
+            Ok(outcomes)
         })
     }
+}
+
+/// One durable change of an instance, applied by [`Store::commit_groups`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum InstanceWrite {
+    /// Inserts or replaces the instance with its state, last error and
+    /// audit lines.
+    Save {
+        /// The spec.
+        instance: StoredInstance,
+        /// Its state.
+        state: StoredState,
+        /// Its last error (`failed` only).
+        last_error: Option<String>,
+        /// The journal lines of the transition.
+        audits: Vec<AuditEntry>,
+    },
+    /// Removes the instance, with its audit line.
+    Delete {
+        /// Instance id.
+        id: String,
+        /// The journal line.
+        audit: AuditEntry,
+    },
 }
 
 impl InstanceStore for Store {
@@ -191,7 +248,7 @@ impl InstanceStore for Store {
         state: StoredState,
         audit: &AuditEntry,
     ) -> Result<(), StoreError> {
-        self.audited(audit, |tx| Self::upsert(tx, instance, state))
+        self.audited(audit, |tx| Self::upsert(tx, instance, state, None))
     }
 
     fn set_state(
@@ -252,6 +309,36 @@ mod tests {
 
     fn audit(action: &'static str, id: &str) -> AuditEntry {
         AuditEntry { action, instance_id: id.into(), strategy: "noop".into(), hash: "h".into(), detail: None }
+    }
+
+    #[test]
+    fn grouped_writes_commit_together_with_their_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let save = |id: &str, state, error: Option<&str>, actions: &[&'static str]| InstanceWrite::Save {
+            instance: instance(id),
+            state,
+            last_error: error.map(str::to_owned),
+            audits: actions.iter().map(|action| audit(action, id)).collect(),
+        };
+        {
+            let store = Store::open(dir.path()).unwrap();
+            let first = [
+                save("a", StoredState::Running, None, &["create", "start"]),
+                save("b", StoredState::Stopped, None, &["create"]),
+            ];
+            let second = [save("c", StoredState::Failed, Some("boom"), &["create", "fail"])];
+            let outcomes = store.commit_groups([&first[..], &second[..]], &[]).unwrap();
+            assert!(outcomes.iter().all(Result::is_ok));
+            let third = [InstanceWrite::Delete { id: "b".into(), audit: audit("delete", "b") }];
+            store.commit_groups([&third[..]], &[]).unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let loaded = store.load_instances().unwrap();
+        assert_eq!(loaded.len(), 2);
+        assert_eq!(loaded[0], (instance("a"), StoredState::Running, None));
+        assert_eq!(loaded[1], (instance("c"), StoredState::Failed, Some("boom".into())));
+        let actions: Vec<_> = store.recent_audit(10).unwrap().into_iter().map(|r| r.action).collect();
+        assert_eq!(actions, ["delete", "fail", "create", "create", "start", "create"]);
     }
 
     #[test]

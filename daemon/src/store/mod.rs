@@ -17,7 +17,7 @@ use strata_shared::metadata::ModuleMetadata;
 
 mod instances;
 mod usage;
-pub use instances::{AuditEntry, AuditRecord, InstanceStore, StoredInstance, StoredState};
+pub use instances::{AuditEntry, AuditRecord, InstanceStore, InstanceWrite, StoredInstance, StoredState};
 
 /// File name of the database inside the data directory.
 pub const DATABASE_FILE: &str = "strata.db";

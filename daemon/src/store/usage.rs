@@ -22,29 +22,35 @@ impl Store {
     pub fn save_usage(&self, entries: &[Persisted]) -> Result<(), StoreError> {
         self.with_conn(|conn| {
             let tx = conn.transaction()?;
-            for entry in entries {
-                if entry.removed {
-                    tx.prepare_cached("DELETE FROM revision_usage WHERE strategy = ?1 AND hash = ?2")?
-                        .execute(params![entry.strategy, entry.hash.to_string()])?;
-                    continue;
-                }
-                let stopped = serde_json::to_string(&entry.stopped).expect("ids serialise");
-                tx.prepare_cached(
-                    "INSERT INTO revision_usage (strategy, hash, first_seen, last_seen, stopped) VALUES (?1, ?2, ?3, ?4, ?5)
-                     ON CONFLICT(strategy, hash) DO UPDATE SET first_seen = excluded.first_seen,
-                     last_seen = excluded.last_seen, stopped = excluded.stopped",
-                )?
-                .execute(params![
-                    entry.strategy,
-                    entry.hash.to_string(),
-                    format(entry.first_seen),
-                    format(entry.last_seen),
-                    stopped
-                ])?;
-            }
+            Self::write_usage(&tx, entries)?;
             tx.commit()?;
             Ok(())
         })
+    }
+
+    /// Writes changed usage entries inside the caller's transaction.
+    pub(super) fn write_usage(tx: &rusqlite::Connection, entries: &[Persisted]) -> Result<(), StoreError> {
+        for entry in entries {
+            if entry.removed {
+                tx.prepare_cached("DELETE FROM revision_usage WHERE strategy = ?1 AND hash = ?2")?
+                    .execute(params![entry.strategy, entry.hash.to_string()])?;
+                continue;
+            }
+            let stopped = serde_json::to_string(&entry.stopped).expect("ids serialise");
+            tx.prepare_cached(
+                "INSERT INTO revision_usage (strategy, hash, first_seen, last_seen, stopped) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(strategy, hash) DO UPDATE SET first_seen = excluded.first_seen,
+                 last_seen = excluded.last_seen, stopped = excluded.stopped",
+            )?
+            .execute(params![
+                entry.strategy,
+                entry.hash.to_string(),
+                format(entry.first_seen),
+                format(entry.last_seen),
+                stopped
+            ])?;
+        }
+        Ok(())
     }
 
     /// Every stored usage entry.

@@ -226,20 +226,25 @@ impl UsageIndex {
 
     /// Adds `pin.id` to its revision; `previous` is where it came from (a re-pin).
     fn pin(&self, pin: Pin<'_>, previous: Option<RevisionHash>, now: OffsetDateTime) {
-        let key: Key = (Arc::from(pin.strategy), pin.hash);
         let mut inner = self.inner.lock();
+        self.pin_locked(&mut inner, pin, previous, now);
+    }
+
+    /// [`UsageIndex::pin`], under the caller's lock.
+    fn pin_locked(&self, inner: &mut Inner, pin: Pin<'_>, previous: Option<RevisionHash>, now: OffsetDateTime) {
+        let key: Key = (Arc::from(pin.strategy), pin.hash);
         inner.dirty.insert(key.clone());
-        let entry = Self::entry_mut(&mut inner, &key);
+        let entry = Self::entry_mut(inner, &key);
         let returned = entry.departed.remove(pin.id);
         entry.add_pinned(pin.selector, pin.id);
         if returned && let Some(from) = inner.departed_from.get_mut(pin.id) {
             from.retain(|k| *k != key);
         }
         *inner.pinned_hashes.entry(key.0.clone()).or_default().entry(key.1).or_default() += 1;
-        self.reconsider(&mut inner, &key, now);
+        self.reconsider(inner, &key, now);
         let kind = if previous.is_some() { DeltaKind::InstanceRepinned } else { DeltaKind::InstanceCreated };
         let previous_count = previous.map(|h| inner.entries.get(&(key.0.clone(), h)).map_or(0, |e| e.running.len()));
-        self.publish(&inner, &key, kind, now, |d| {
+        self.publish(inner, &key, kind, now, |d| {
             d.instance_id = Some(pin.id.to_owned());
             d.state = Some(InstanceState::Stopped);
             d.previous_hash = previous;
@@ -304,20 +309,19 @@ impl UsageIndex {
     /// selector). `from` keeps it in its history (`includeStopped`).
     pub fn repinned(&self, from: RevisionHash, from_selector: &str, to: Pin<'_>, now: OffsetDateTime) {
         let old: Key = (Arc::from(to.strategy), from);
-        {
-            let mut inner = self.inner.lock();
-            inner.dirty.insert(old.clone());
-            if let Some(entry) = inner.entries.get_mut(&old) {
-                entry.remove_pinned(from_selector, to.id);
-                entry.departed.insert(to.id.to_owned());
-                inner.departed_from.entry(to.id.to_owned()).or_default().push(old.clone());
-            }
-            Self::unpin_hash(&mut inner.pinned_hashes, &old);
-            self.reconsider(&mut inner, &old, now);
+        // One lock for both halves: no reader sees the instance on no revision.
+        let mut inner = self.inner.lock();
+        inner.dirty.insert(old.clone());
+        if let Some(entry) = inner.entries.get_mut(&old) {
+            entry.remove_pinned(from_selector, to.id);
+            entry.departed.insert(to.id.to_owned());
+            inner.departed_from.entry(to.id.to_owned()).or_default().push(old.clone());
         }
+        Self::unpin_hash(&mut inner.pinned_hashes, &old);
+        self.reconsider(&mut inner, &old, now);
         // One delta for the move, about the new revision, naming the old one
         // and its running count (unchanged: the instance was stopped first).
-        self.pin(to, Some(from), now);
+        self.pin_locked(&mut inner, to, Some(from), now);
     }
 
     /// Instance `id` was deleted: it no longer counts anywhere.
