@@ -140,6 +140,9 @@ impl Running {
         // Stop every runtime without recording it: instances that were
         // running start again at the next boot.
         let _ = self.daemon.blocking(|d| d.instances().shutdown()).await;
+        // Close the database now, not when the last task holding it is
+        // dropped: nothing may touch the file after shutdown returns.
+        let _ = self.daemon.blocking(|d| d.store().close()).await;
     }
 
     /// Serves until `signal` completes, then shuts down gracefully.

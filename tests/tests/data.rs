@@ -144,7 +144,9 @@ async fn an_empty_or_damaged_database_refuses_to_start_naming_the_file() {
         let message = refused_boot(dir).await;
         assert!(message.contains(&*db.to_string_lossy()), "{name}: names the file: {message}");
         assert!(message.contains(expected), "{name}: {message}");
-        assert_eq!(std::fs::read(&db).unwrap(), bytes, "{name}: never replaced by an empty database");
+        // Compared whole, reported short: the noise is 200 KB.
+        let after = std::fs::read(&db).unwrap();
+        assert!(after == bytes, "{name}: the file changed ({} bytes, was {})", after.len(), bytes.len());
     }
 }
 

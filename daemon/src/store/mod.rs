@@ -83,6 +83,9 @@ pub enum StoreError {
         /// What is wrong with it.
         problem: String,
     },
+    /// [`Store::close`] was called (the daemon is shutting down).
+    #[error("the database is closed: the daemon is shutting down")]
+    Closed,
 }
 
 impl StoreError {
@@ -144,7 +147,8 @@ impl WriteHealth {
 /// The SQLite store.
 #[derive(Debug)]
 pub struct Store {
-    conn: Mutex<Connection>,
+    /// `None` once [`Store::close`]d.
+    conn: Mutex<Option<Connection>>,
     health: WriteHealth,
 }
 
@@ -170,7 +174,7 @@ impl Store {
         }
         let conn = Self::connect(&path).map_err(|e| unusable(format!("cannot be opened: {e}")))?;
         Self::check(&conn).map_err(unusable)?;
-        let store = Self { conn: Mutex::new(conn), health: WriteHealth::default() };
+        let store = Self { conn: Mutex::new(Some(conn)), health: WriteHealth::default() };
         store.migrate().map_err(|e| unusable(format!("could not be migrated: {e}")))?;
         Ok(store)
     }
@@ -254,7 +258,23 @@ impl Store {
     }
 
     fn migrate(&self) -> Result<(), StoreError> {
-        Self::apply_migrations(&mut self.conn.lock())
+        Self::apply_migrations(&mut *self.lock()?)
+    }
+
+    /// The open connection, locked.
+    fn lock(&self) -> Result<parking_lot::MappedMutexGuard<'_, Connection>, StoreError> {
+        parking_lot::MutexGuard::try_map(self.conn.lock(), Option::as_mut).map_err(|_| StoreError::Closed)
+    }
+
+    /// Closes the database now (SQLite checkpoints its WAL into the file),
+    /// rather than whenever the last holder of the store lets go: after
+    /// this, nothing the daemon does can touch the file, and every call
+    /// answers [`StoreError::Closed`]. Called at shutdown.
+    pub fn close(&self) {
+        let Some(conn) = self.conn.lock().take() else { return };
+        if let Err((_, error)) = conn.close() {
+            tracing::warn!(%error, "closing the database failed");
+        }
     }
 
     fn apply_migrations(conn: &mut Connection) -> Result<(), StoreError> {
@@ -276,14 +296,14 @@ impl Store {
 
     /// Checks the database answers (used by `/healthz`).
     pub fn ping(&self) -> Result<(), StoreError> {
-        self.conn.lock().query_row("SELECT 1", [], |_| Ok(()))?;
+        self.lock()?.query_row("SELECT 1", [], |_| Ok(()))?;
         Ok(())
     }
 
     /// Every cached metadata entry. Undecodable rows are skipped (and so
     /// recompiled), never fatal.
     pub fn load_metadata(&self) -> Result<HashMap<RevisionHash, Arc<ModuleMetadata>>, StoreError> {
-        let conn = self.conn.lock();
+        let conn = self.lock()?;
         let mut stmt = conn.prepare("SELECT hash, metadata FROM module_metadata")?;
         let rows = stmt.query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)))?;
         let mut cache = HashMap::new();
@@ -301,7 +321,7 @@ impl Store {
 
     /// One cached metadata entry.
     pub fn metadata(&self, hash: &RevisionHash) -> Result<Option<ModuleMetadata>, StoreError> {
-        let conn = self.conn.lock();
+        let conn = self.lock()?;
         let json: Option<String> = conn
             .query_row("SELECT metadata FROM module_metadata WHERE hash = ?1", [hash.to_string()], |row| row.get(0))
             .optional()?;
@@ -349,7 +369,7 @@ impl Store {
     /// [`WriteHealth`] up to date: a disk failure marks the database failing,
     /// a successful write clears it.
     fn with_conn<R>(&self, f: impl FnOnce(&mut Connection) -> Result<R, StoreError>) -> Result<R, StoreError> {
-        let mut conn = self.conn.lock();
+        let mut conn = self.lock()?;
         let before = conn.total_changes();
         let result = f(&mut conn);
         let wrote = conn.total_changes() != before;
