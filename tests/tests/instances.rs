@@ -154,7 +154,9 @@ async fn a_handler_that_loops_forever_fails_only_its_instance() {
 #[tokio::test]
 async fn a_module_that_exhausts_memory_hits_the_cap() {
     let _heavy = HEAVY.lock().await;
-    let d = TestDaemon::start().await;
+    // A generous CPU budget: on a loaded machine a debug build may take
+    // longer than the default 250 ms to fill 64 MiB, and this is about memory.
+    let d = TestDaemon::start_with(|config| config.js.cpu_budget_ms = 5_000).await;
     d.upload(
         &strategy("hog", "v1", "const keep = []; while (true) { keep.push(new Array(100000).fill(trades)); }"),
         "v1",
