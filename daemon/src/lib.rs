@@ -1,6 +1,6 @@
 //! `stratad`: hosts versioned JavaScript trading strategies.
 //!
-//! Start-up order lives in [`daemon::boot`]; the crate is split by domain:
+//! Start-up order lives in [`boot::boot`]; the crate is split by domain:
 //! - [`registry`]: the content-addressed registry (`registry.json`, revision
 //!   files, selector resolution);
 //! - [`js`]: evaluating strategy modules in QuickJS;
@@ -10,6 +10,7 @@
 //! - [`bootstrap`]: `stratad bootstrap`, migrating legacy strategy directories.
 
 pub mod api;
+pub mod boot;
 pub mod bootstrap;
 pub mod config;
 pub mod daemon;
@@ -25,5 +26,6 @@ pub mod stream;
 pub mod usage;
 pub mod venue;
 
+pub use boot::{BootError, Running, boot};
 pub use config::Config;
-pub use daemon::{BootError, Daemon, Running, boot};
+pub use daemon::Daemon;
