@@ -5,8 +5,8 @@
 #  - promtool checks the text of GET /metrics.
 # Starts `stratad --demo` on a free loopback port with a temporary directory
 # and a token, runs both, stops the daemon, and fails on any finding.
-# Installs what it needs when missing (Debian, as root): prometheus (for
-# promtool), python3-venv, and schemathesis 4.x in a virtualenv.
+# The tools (promtool, schemathesis in a virtualenv) come from
+# scripts/ci-tools.sh, which installs what is missing.
 #
 # Knobs: API_CHECKS_MAX_EXAMPLES (default 25 per operation),
 # API_CHECKS_MAX_TIME (seconds of fuzzing, default 150), API_CHECKS_SEED.
@@ -16,27 +16,9 @@ cd "$(dirname "$0")/.."
 max_examples=${API_CHECKS_MAX_EXAMPLES:-25}
 max_time=${API_CHECKS_MAX_TIME:-150}
 seed=${API_CHECKS_SEED:-1}
-venv=${API_CHECKS_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/strata-api-checks}
 
-apt_updated=
-apt_install() {
-    if [ -z "$apt_updated" ]; then
-        apt-get update -qq
-        apt_updated=1
-    fi
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
-}
-
-echo "== api-checks: tools"
-command -v curl >/dev/null || apt_install curl ca-certificates
-command -v promtool >/dev/null || apt_install prometheus
-command -v python3 >/dev/null || apt_install python3
-if ! "$venv/bin/schemathesis" --version >/dev/null 2>&1; then
-    python3 -m venv "$venv" 2>/dev/null || { apt_install python3-venv python3-pip; rm -rf "$venv"; python3 -m venv "$venv"; }
-    "$venv/bin/pip" install -q --disable-pip-version-check 'schemathesis>=4,<5'
-fi
-promtool --version | head -1
-"$venv/bin/schemathesis" --version
+echo "== api-checks: tools (scripts/ci-tools.sh)"
+venv=$(scripts/ci-tools.sh)
 
 echo "== api-checks: build stratad"
 cargo build -p strata-daemon --bin stratad --locked
