@@ -402,11 +402,16 @@ pub fn bounded_text(string: &rquickjs::String<'_>) -> rquickjs::Result<String> {
 }
 
 /// A property of `object` converted to a string ([`bounded_text`]), or
-/// `None` when it is missing, `undefined` or its getter threw (the
-/// exception is left pending for the caller to clear).
+/// `None` when it is missing, `undefined` or its getter threw (that
+/// exception is cleared; a limit it hit is still seen in the budget).
 fn bounded_property<'js>(object: &Object<'js>, key: &str) -> Option<String> {
-    let value: Option<Coerced<rquickjs::String<'js>>> = object.get(key).ok().flatten();
-    value.and_then(|string| bounded_text(&string.0).ok())
+    match object.get::<_, Option<Coerced<rquickjs::String<'js>>>>(key) {
+        Ok(value) => value.and_then(|string| bounded_text(&string.0).ok()),
+        Err(_) => {
+            let _ = object.ctx().catch();
+            None
+        }
+    }
 }
 
 /// Turns an error from a call into JS running code of the module `source`

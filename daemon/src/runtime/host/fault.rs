@@ -121,56 +121,38 @@ impl JsInstance {
     }
 
     /// Counts and logs a handler that threw.
-    pub(super) fn handler_error(&mut self, handler: Handler, diagnostic: &Diagnostic) {
+    pub(super) fn handler_error(&self, handler: Handler, diagnostic: &Diagnostic) {
+        self.thrown(&format!("{} threw", handler.name()), Some(handler.name()), diagnostic);
+    }
+
+    /// Counts and logs a promise job that threw (not tied to one handler).
+    pub(super) fn handler_error_in_job(&self, diagnostic: &Diagnostic) {
+        self.thrown("a promise job threw", None, diagnostic);
+    }
+
+    /// Counts a thrown error in `handlerErrors` and the daemon metric, logs
+    /// it to the instance log, and to the daemon log at most once a second
+    /// per instance (with the number suppressed meanwhile).
+    fn thrown(&self, what: &str, handler: Option<&str>, diagnostic: &Diagnostic) {
         let state = &self.state;
         Counters::bump(&state.shared.counters.handler_errors);
         if let Some(metrics) = &state.shared.metrics {
             metrics.handler_errors.inc();
         }
-        let message = format!(
-            "{} threw{} (strategy {}, revision {})",
-            handler.name(),
-            describe(diagnostic),
-            state.strategy,
-            state.hash
-        );
+        let message = format!("{what}{} (strategy {}, revision {})", describe(diagnostic), state.strategy, state.hash);
         state.shared.logs.push(LogLevel::Error, message.clone());
-        if let Some(suppressed) = self.warnings.admit() {
+        if let Some(suppressed) = self.warnings.borrow_mut().admit() {
             tracing::warn!(
                 target: "strata::instance",
                 instance = %state.instance_id,
                 strategy = %state.strategy,
                 hash = %state.hash,
-                handler = handler.name(),
+                handler,
                 line = diagnostic.line,
                 suppressed,
                 "{message}"
             );
         }
-    }
-
-    /// Logs a promise job that threw (not tied to one handler).
-    pub(super) fn handler_error_in_job(&self, diagnostic: &Diagnostic) {
-        let state = &self.state;
-        Counters::bump(&state.shared.counters.handler_errors);
-        if let Some(metrics) = &state.shared.metrics {
-            metrics.handler_errors.inc();
-        }
-        let message = format!(
-            "a promise job threw{} (strategy {}, revision {})",
-            describe(diagnostic),
-            state.strategy,
-            state.hash
-        );
-        state.shared.logs.push(LogLevel::Error, message.clone());
-        tracing::warn!(
-            target: "strata::instance",
-            instance = %state.instance_id,
-            strategy = %state.strategy,
-            hash = %state.hash,
-            line = diagnostic.line,
-            "{message}"
-        );
     }
 }
 

@@ -108,8 +108,9 @@ pub struct JsInstance {
     scope_slots: Vec<ScopeSlots>,
     /// Set once the instance hit a fatal limit.
     dead: Option<HostError>,
-    /// Rate limit of handler-error warnings in the daemon log.
-    warnings: WarnLimiter,
+    /// Rate limit of handler-error warnings in the daemon log (handlers and
+    /// promise jobs alike).
+    warnings: std::cell::RefCell<WarnLimiter>,
 }
 
 /// Slot indexes of one scoped provider's name and symbols.
@@ -189,7 +190,7 @@ impl JsInstance {
             wants_cross_provider: false,
             scope_slots: Vec::new(),
             dead: None,
-            warnings: WarnLimiter::default(),
+            warnings: std::cell::RefCell::default(),
         };
         let started = instance.context.with(|ctx| instance.set_up(&ctx, &spec)).and_then(|setup| {
             instance.handlers = setup.handlers;
